@@ -1,0 +1,428 @@
+"""Typed configuration for every stage, presets, command-line overrides and validation.
+
+One dataclass tree describes a whole run (pretraining, graph export, refinement, evaluation, pictures), so a
+run directory's ``config.yaml`` is enough to reproduce it. Presets are YAML files shipped in
+``sslgraph/presets``; a user file and ``key=value`` overrides are merged on top, then :func:`validate`
+checks every value and names the key when one is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+DATA_ENV_VAR = "SSLGRAPH_DATA"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    # "cifar10": a CIFAR-10 root in the torchvision layout (cifar-10-batches-py) or an image-folder tree;
+    # "imagefolder": ROOT/<train_split>/<class>/* and ROOT/<test_split>/<class>/*.
+    dataset: str = "cifar10"
+    # Data root; when unset, $SSLGRAPH_DATA (for cifar10, also $SSLGRAPH_DATA/cifar10) is used.
+    root: Optional[str] = None
+    train_split: str = "train"
+    # Held-out split; "auto" picks "test" or else "val", whichever exists.
+    test_split: str = "auto"
+    # Optional text file with one class folder name per line (e.g. the ImageNet-100 class list).
+    class_list: Optional[str] = None
+    # Keep only this many training / held-out images, class-balanced and deterministic (None: all).
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    # Side of the square network input; 32 trains CIFAR at native resolution.
+    image_size: int = 32
+    # Decode small data sets once into a uint8 tensor cache ("auto": when the split has <= cache_max_images).
+    cache: str = "auto"
+    cache_max_images: int = 200_000
+    # Where decoded caches are stored (None: <root>/.sslgraph_cache, falling back to ~/.cache/sslgraph).
+    cache_dir: Optional[str] = None
+    # Skip unreadable images (counted and logged) instead of stopping with an error.
+    skip_corrupt: bool = False
+    # Download CIFAR-10 with torchvision when it is absent and the machine is online.
+    download: bool = False
+    num_workers: int = 2
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+
+
+@dataclass
+class AugConfig:
+    crop_scale_min: float = 0.4
+    crop_scale_max: float = 1.0
+    flip_p: float = 0.5
+    jitter_brightness: float = 0.4
+    jitter_contrast: float = 0.4
+    jitter_saturation: float = 0.2
+    jitter_hue: float = 0.1
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p1: float = 1.0
+    blur_p2: float = 0.1
+    solarize_p2: float = 0.2
+    # Blur kernel as a fraction of the image side (odd size, at least 3 px).
+    blur_kernel_frac: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    # Registry name: vit_mini, vit_tiny, vit_small, vit_base, resnet18, resnet50.
+    backbone: str = "vit_tiny"
+    patch_size: int = 16
+    drop_path_rate: float = 0.1
+    # ResNet only: 3x3 stride-1 first convolution and no max-pool, for 32 px images.
+    cifar_stem: bool = True
+    out_dim: int = 10_000
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    # Global batch size (summed over processes).
+    batch_size: int = 256
+    # Base learning rate for a global batch of 256; scaled linearly.
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    # Per-parameter gradient-norm clip (0 disables).
+    clip_grad: float = 3.0
+    freeze_last_layer: int = 1
+    momentum_teacher: float = 0.996
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    # "auto" (bf16 on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
+    precision: str = "auto"
+    compile: bool = False
+
+
+@dataclass
+class MethodConfig:
+    # "dino": no banks; "adasim": teacher bank + neighbour bootstrapping; "graph": adasim + both kNN graphs.
+    name: str = "graph"
+    topk: int = 10
+    # V: epochs in the vote window, and visits kept per node in the graph FIFO.
+    vote_window: int = 3
+    # E: edges added per visit to the nearest non-self neighbours (needs topk >= E + 1).
+    edges_per_node: int = 5
+    sampling_temperature: float = 0.001
+    # "exact" (chunked matrix product) or "faiss".
+    bank_backend: str = "exact"
+    bank_chunk_size: int = 65_536
+    # Fill the banks with one embedding pass before training so epoch 0 does not rank against zeros.
+    init_bank_pass: bool = True
+    # Build the held-out graph after every epoch (needed for export when features == "bank").
+    test_graph_every: int = 1
+    # Exported node features: "bank" (epoch-accumulated, as the reference) or "clean" (re-extracted).
+    export_features: str = "clean"
+    # With clean features: rebuild the edges from them instead of keeping the accumulated FIFO.
+    export_rebuild_edges: bool = False
+    # Edge weight in the export: "multiplicity" (visits in which the edge appeared) or "similarity".
+    export_edge_weight: str = "multiplicity"
+
+
+@dataclass
+class MonitorConfig:
+    # Online kNN of the teacher backbone on clean images every N epochs (0 disables); also at initialisation.
+    knn_every: int = 1
+    knn_at_init: bool = True
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    # Embed at most this many training images for the monitor (None: all).
+    knn_train_subset: Optional[int] = None
+    eval_batch_size: int = 512
+
+
+@dataclass
+class RefineConfig:
+    # gcn, sage, gat, gin, gcnii
+    encoder: str = "gcn"
+    num_layers: int = 2
+    hidden_dim: int = 768
+    # last, max, cat, mean
+    jk: str = "max"
+    dropout: float = 0.0
+    residual: bool = False
+    # none, batch, layer
+    norm: str = "none"
+    # Activation between GNN layers; the reference uses none.
+    activation: str = "none"
+    projector_dim: int = 768
+    predictor_dim: int = 768
+    ema: float = 0.99
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    # Probability of zeroing each feature column per view (0 disables).
+    feature_mask: float = 0.0
+    # transductive: held-out nodes take part in training; inductive: train nodes only.
+    mode: str = "transductive"
+    # Reproduce the reference's reversed edge direction (held-out nodes then receive no messages).
+    faithful: bool = False
+    use_edge_weight: bool = True
+    # "auto": full batch when the graph has at most full_batch_max_nodes nodes, else neighbour-sampled.
+    batching: str = "auto"
+    full_batch_max_nodes: int = 300_000
+    batch_size: int = 4096
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
+    # Embeddings written: "concat" [E(v1); E(v2)], "teacher", "student", "mean".
+    output: str = "concat"
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    knn_ks: list[int] = field(default_factory=lambda: [10, 20, 200])
+    knn_temperature: float = 0.07
+    # Logistic-regression probe on node embeddings (reference protocol).
+    probe_lr: float = 0.01
+    probe_steps: int = 100
+    probe_seeds: int = 20
+    # Linear probe on frozen backbone features (DINO protocol, SGD).
+    backbone_probe: bool = True
+    backbone_probe_epochs: int = 100
+    backbone_probe_lr: float = 0.001
+    backbone_probe_batch_size: int = 256
+    # ViT: concatenate the CLS tokens of the last N blocks.
+    backbone_probe_blocks: int = 4
+
+
+@dataclass
+class VizConfig:
+    # Test nodes sampled for the before/after embedding plots.
+    embed_samples: int = 2000
+    umap: bool = True
+    # Nodes whose 2-hop neighbourhoods are drawn (random when empty).
+    centres: list[int] = field(default_factory=list)
+    num_centres: int = 2
+    hop1_max: int = 5
+    hop2_max: int = 3
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    # Device: "auto" (cuda when available), "cpu", "cuda".
+    device: str = "auto"
+    out_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
+
+
+PRESETS = ("cifar10-cpu", "cifar10", "imagenet100", "imagenet1k")
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("sslgraph") / "presets" / f"{name}.yaml"))
+
+
+def load_config(
+    *,
+    preset: str | None = None,
+    config_file: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    data_root: str | None = None,
+    out_dir: str | None = None,
+) -> Config:
+    """Merge defaults < preset < config file < ``key=value`` overrides < explicit options, then validate."""
+    merged = OmegaConf.structured(Config)
+    try:
+        if preset is not None:
+            merged = OmegaConf.merge(merged, OmegaConf.load(preset_path(preset)))
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise ConfigError(f"--config: file not found: {config_file}")
+            merged = OmegaConf.merge(merged, OmegaConf.load(config_file))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.epochs=10)")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe_omegaconf_error(err)) from None
+    if data_root is not None:
+        merged.data.root = data_root
+    if out_dir is not None:
+        merged.out_dir = out_dir
+    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a validated :class:`Config` from a plain dict (a checkpoint or ``config.yaml``)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(values))
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe_omegaconf_error(err)) from None
+    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def load_run_config(run_dir: str | os.PathLike) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no config.yaml in run directory {run_dir}")
+    return config_from_dict(OmegaConf.to_container(OmegaConf.load(path)))  # type: ignore[arg-type]
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _describe_omegaconf_error(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0]
+    if key:
+        return f"{key}: {msg}"
+    return msg
+
+
+def resolve_data_root(cfg: DataConfig) -> Path:
+    """The data root from the config or $SSLGRAPH_DATA; a CIFAR-10 root may be the parent holding cifar10/."""
+    root = cfg.root or os.environ.get(DATA_ENV_VAR)
+    if not root:
+        raise ConfigError(f"data.root: no data root given; pass --data-root PATH or set ${DATA_ENV_VAR}")
+    path = Path(root).expanduser()
+    if cfg.dataset == "cifar10" and not _looks_like_cifar_root(path) and _looks_like_cifar_root(path / "cifar10"):
+        path = path / "cifar10"
+    if not path.exists():
+        raise ConfigError(f"data.root: directory does not exist: {path}")
+    return path
+
+
+def _looks_like_cifar_root(path: Path) -> bool:
+    return (path / "train").is_dir() or (path / "cifar-10-batches-py").is_dir()
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible or inconsistent values at start-up, naming the offending key."""
+    from sslgraph.models.backbones import BACKBONES  # local import: models import torch, config must not need it
+
+    d, m, o, me, mo, r, e, v = cfg.data, cfg.model, cfg.optim, cfg.method, cfg.monitor, cfg.refine, cfg.eval, cfg.viz
+    _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device",
+           f"must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    _check(d.dataset in ("cifar10", "imagefolder"), "data.dataset", f"must be cifar10 or imagefolder, got {d.dataset!r}")
+    _check(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
+    _check(d.cache in ("auto", "always", "never"), "data.cache", f"must be auto, always or never, got {d.cache!r}")
+    _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    for key, val in (("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)):
+        _check(val is None or val > 0, key, f"must be positive or null, got {val}")
+    _check(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std), "data.mean/data.std",
+           "need three values each, std positive")
+
+    a = cfg.aug
+    _check(0 < a.crop_scale_min <= a.crop_scale_max <= 1, "aug.crop_scale_min",
+           f"need 0 < crop_scale_min <= crop_scale_max <= 1, got {a.crop_scale_min}, {a.crop_scale_max}")
+    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p1", "blur_p2", "solarize_p2"):
+        val = getattr(a, name)
+        _check(0.0 <= val <= 1.0, f"aug.{name}", f"probability must be in [0, 1], got {val}")
+
+    _check(m.backbone in BACKBONES, "model.backbone",
+           f"unknown backbone {m.backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    if m.backbone.startswith("vit"):
+        _check(m.patch_size > 0 and d.image_size % m.patch_size == 0, "model.patch_size",
+               f"image size {d.image_size} must be a multiple of the patch size {m.patch_size}")
+    _check(m.out_dim >= 2, "model.out_dim", f"must be >= 2, got {m.out_dim}")
+    _check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", f"must be in [0, 1), got {m.drop_path_rate}")
+
+    _check(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")
+    _check(o.batch_size >= 2, "optim.batch_size", f"must be >= 2, got {o.batch_size}")
+    _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be a positive number, got {o.lr}")
+    _check(0 <= o.min_lr <= o.lr * 1e3, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
+    _check(0 <= o.warmup_epochs <= o.epochs, "optim.warmup_epochs",
+           f"must be in [0, optim.epochs={o.epochs}], got {o.warmup_epochs}")
+    _check(o.weight_decay >= 0 and o.weight_decay_end >= 0, "optim.weight_decay", "must be >= 0")
+    _check(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
+    _check(0 <= o.momentum_teacher < 1, "optim.momentum_teacher", f"must be in [0, 1), got {o.momentum_teacher}")
+    for name in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
+        _check(getattr(o, name) > 0, f"optim.{name}", f"must be > 0, got {getattr(o, name)}")
+    _check(0 <= o.center_momentum < 1, "optim.center_momentum", f"must be in [0, 1), got {o.center_momentum}")
+    _check(o.precision in ("auto", "fp32", "bf16", "fp16"), "optim.precision",
+           f"must be auto, fp32, bf16 or fp16, got {o.precision!r}")
+
+    _check(me.name in ("dino", "adasim", "graph"), "method.name", f"must be dino, adasim or graph, got {me.name!r}")
+    _check(me.topk >= 1, "method.topk", f"must be >= 1, got {me.topk}")
+    _check(me.vote_window >= 1, "method.vote_window", f"must be >= 1, got {me.vote_window}")
+    _check(me.edges_per_node >= 1, "method.edges_per_node", f"must be >= 1, got {me.edges_per_node}")
+    if me.name == "graph":
+        _check(me.topk >= me.edges_per_node + 1, "method.topk",
+               f"must be >= method.edges_per_node + 1 = {me.edges_per_node + 1} (the node itself is among its "
+               f"top-k), got {me.topk}")
+    _check(me.sampling_temperature > 0, "method.sampling_temperature",
+           f"must be > 0, got {me.sampling_temperature}")
+    _check(me.bank_backend in ("exact", "faiss"), "method.bank_backend",
+           f"must be exact or faiss, got {me.bank_backend!r}")
+    _check(me.bank_chunk_size >= 1, "method.bank_chunk_size", f"must be >= 1, got {me.bank_chunk_size}")
+    _check(me.export_features in ("bank", "clean"), "method.export_features",
+           f"must be bank or clean, got {me.export_features!r}")
+    _check(me.export_edge_weight in ("multiplicity", "similarity"), "method.export_edge_weight",
+           f"must be multiplicity or similarity, got {me.export_edge_weight!r}")
+    _check(me.test_graph_every >= 0, "method.test_graph_every", f"must be >= 0, got {me.test_graph_every}")
+
+    _check(mo.knn_every >= 0, "monitor.knn_every", f"must be >= 0, got {mo.knn_every}")
+    _check(mo.knn_k >= 1, "monitor.knn_k", f"must be >= 1, got {mo.knn_k}")
+    _check(mo.knn_temperature > 0, "monitor.knn_temperature", f"must be > 0, got {mo.knn_temperature}")
+
+    _check(r.encoder in ("gcn", "sage", "gat", "gin", "gcnii"), "refine.encoder",
+           f"must be gcn, sage, gat, gin or gcnii, got {r.encoder!r}")
+    _check(r.num_layers >= 1, "refine.num_layers", f"must be >= 1, got {r.num_layers}")
+    _check(r.hidden_dim >= 1, "refine.hidden_dim", f"must be >= 1, got {r.hidden_dim}")
+    _check(r.jk in ("last", "max", "cat", "mean"), "refine.jk", f"must be last, max, cat or mean, got {r.jk!r}")
+    _check(r.norm in ("none", "batch", "layer"), "refine.norm", f"must be none, batch or layer, got {r.norm!r}")
+    _check(r.activation in ("none", "relu", "prelu", "gelu"), "refine.activation",
+           f"must be none, relu, prelu or gelu, got {r.activation!r}")
+    _check(0 <= r.dropout < 1, "refine.dropout", f"must be in [0, 1), got {r.dropout}")
+    _check(0 <= r.feature_mask < 1, "refine.feature_mask", f"must be in [0, 1), got {r.feature_mask}")
+    _check(0 <= r.ema < 1, "refine.ema", f"must be in [0, 1), got {r.ema}")
+    _check(r.epochs >= 1, "refine.epochs", f"must be >= 1, got {r.epochs}")
+    _check(r.lr > 0, "refine.lr", f"must be > 0, got {r.lr}")
+    _check(r.mode in ("transductive", "inductive"), "refine.mode",
+           f"must be transductive or inductive, got {r.mode!r}")
+    _check(r.batching in ("auto", "full", "minibatch"), "refine.batching",
+           f"must be auto, full or minibatch, got {r.batching!r}")
+    _check(r.output in ("concat", "teacher", "student", "mean"), "refine.output",
+           f"must be concat, teacher, student or mean, got {r.output!r}")
+    _check(len(r.num_neighbors) == r.num_layers, "refine.num_neighbors",
+           f"needs one fan-out per layer ({r.num_layers}), got {list(r.num_neighbors)}")
+
+    _check(len(e.knn_ks) > 0 and all(k >= 1 for k in e.knn_ks), "eval.knn_ks", f"need positive k values, got {e.knn_ks}")
+    _check(e.probe_seeds >= 1, "eval.probe_seeds", f"must be >= 1, got {e.probe_seeds}")
+    _check(e.probe_steps >= 1, "eval.probe_steps", f"must be >= 1, got {e.probe_steps}")
+    _check(v.embed_samples >= 10, "viz.embed_samples", f"must be >= 10, got {v.embed_samples}")

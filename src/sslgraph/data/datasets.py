@@ -1,0 +1,511 @@
+"""Labelled image splits as ``uint8 [3, H, W]`` tensors: CIFAR-10 and image-folder trees.
+
+Every split becomes an :class:`ImageDataset` whose ``targets`` come from the class folders (or the CIFAR
+batch files), never from index order, because the index of an image is the key of every memory bank and graph
+and must stay meaningful when classes have different sizes. Small splits whose images share one size are decoded
+once into a ``uint8`` tensor cache on disk, so later runs skip JPEG decoding entirely.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sslgraph.config import DataConfig, resolve_data_root
+from sslgraph.utils.io import CheckpointError, atomic_save, safe_load
+from sslgraph.utils.misc import progress as progress_bar
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
+# Bump when the layout of a cache file changes, so stale caches are rebuilt instead of misread.
+_CACHE_FORMAT = 1
+_DECODE_CHUNK = 1024
+_DECODE_THREADS = 8
+_SKIPPED_SHOWN = 5
+
+
+class DataError(ValueError):
+    """A data set is missing, malformed or unreadable; the message names the file, folder or config key."""
+
+
+class ImageDataset(Dataset):
+    """One labelled split; items are ``(uint8 [3, H, W], label)``.
+
+    Backed by ``images`` (an in-memory ``uint8 [N, 3, H, W]`` tensor) when given, otherwise by ``paths``
+    decoded lazily with PIL. ``skipped`` lists unreadable files left out with ``data.skip_corrupt``.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        split: str,
+        classes: list[str],
+        targets: torch.Tensor,
+        images: torch.Tensor | None = None,
+        paths: list[str] | None = None,
+        skipped: Sequence[str] = (),
+    ) -> None:
+        if images is None and paths is None:
+            raise ValueError("ImageDataset needs images (a uint8 [N, 3, H, W] tensor) or paths")
+        n = len(targets)
+        if images is not None and (images.dtype != torch.uint8 or images.dim() != 4 or images.shape[:2] != (n, 3)):
+            raise ValueError(f"images must be uint8 [{n}, 3, H, W], got {images.dtype} {list(images.shape)}")
+        if paths is not None and len(paths) != n:
+            raise ValueError(f"paths has {len(paths)} entries but targets has {n}")
+        self.root = root
+        self.split = split
+        self.classes = classes
+        self.targets = targets.to(torch.long)
+        self.images = images
+        self.paths = paths
+        self.skipped = list(skipped)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The RGB image at ``index`` as ``uint8 [3, H, W]``; a copy, so sending it between processes never shares
+        the whole cache."""
+        if self.images is not None:
+            return self.images[index].clone()
+        assert self.paths is not None
+        return decode_image(self.paths[index])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.load(index), int(self.targets[index])
+
+
+def decode_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode any PIL-readable file to RGB ``uint8 [3, H, W]`` (grayscale, palette and RGBA converted)."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.array(image.convert("RGB"))
+    except Exception as err:  # PIL raises many unrelated types for damaged files
+        raise DataError(f"cannot read image {path}: {err}") from err
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def build_dataset(cfg: DataConfig, split: Literal["train", "test"], *, progress: bool = True) -> ImageDataset:
+    """Build the training (``"train"``) or held-out (``"test"``) split described by ``cfg``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if cfg.dataset == "cifar10" and cfg.download and cfg.root is not None:
+        Path(cfg.root).expanduser().mkdir(parents=True, exist_ok=True)
+    root = resolve_data_root(cfg)
+    if cfg.dataset == "cifar10" and ((root / CIFAR_DIR).is_dir() or not (root / cfg.train_split).is_dir()):
+        dataset = _build_cifar_batches(cfg, root, split)
+    else:
+        dataset = _build_folder(cfg, root, split, show_progress=progress)
+    if dataset.skipped:
+        shown = ", ".join(dataset.skipped[:_SKIPPED_SHOWN])
+        logger.warning("skipped %d unreadable images in the %s split of %s (data.skip_corrupt=true): %s%s",
+                       len(dataset.skipped), split, root, shown,
+                       ", ..." if len(dataset.skipped) > _SKIPPED_SHOWN else "")
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR-10 in the torchvision layout (python pickles)
+
+
+def _build_cifar_batches(cfg: DataConfig, root: Path, split: str) -> ImageDataset:
+    batch_dir = root / CIFAR_DIR
+    if not batch_dir.is_dir():
+        if not cfg.download:
+            raise DataError(
+                f"data.root: {root} holds no CIFAR-10; expected either the torchvision layout "
+                f"{batch_dir}/ (data_batch_1..5, test_batch, batches.meta) or an image-folder tree "
+                f"{root}/{cfg.train_split}/<class>/*.png and {root}/test/<class>/*; "
+                f"pass data.download=true to download it with torchvision")
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(root=str(root), train=True, download=True)
+    meta = _read_cifar_pickle(batch_dir / "batches.meta")
+    names = [str(name) for name in _cifar_field(meta, "label_names", batch_dir / "batches.meta")]
+    parts = [_read_cifar_pickle(batch_dir / name) for name in _CIFAR_FILES[split]]
+    data = np.concatenate([np.asarray(_cifar_field(p, "data", batch_dir / f), dtype=np.uint8)
+                           for p, f in zip(parts, _CIFAR_FILES[split])])
+    labels = np.concatenate([np.asarray(_cifar_field(p, "labels", batch_dir / f), dtype=np.int64)
+                             for p, f in zip(parts, _CIFAR_FILES[split])])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{batch_dir}: expected data of shape [N, 3072] with N labels, "
+                        f"got {list(data.shape)} and {len(labels)} labels")
+    images = torch.from_numpy(data).view(-1, 3, 32, 32)
+    targets = torch.from_numpy(labels)
+    if cfg.class_list is not None:
+        classes = _read_class_list(Path(cfg.class_list), available=names, where=batch_dir / "batches.meta")
+        remap = torch.full((len(names),), -1, dtype=torch.long)
+        remap[[names.index(c) for c in classes]] = torch.arange(len(classes))
+        targets = remap[targets]
+        keep = targets >= 0
+        images, targets = images[keep], targets[keep]
+    else:
+        classes = names
+    index = _subset_indices(targets, len(classes), _subset_size(cfg, split), key=f"data.{split}_subset")
+    if index is not None:
+        images, targets = images[index], targets[index]
+    return ImageDataset(root=root, split=split, classes=classes, targets=targets, images=images.contiguous())
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; allow only numpy array reconstruction so a tampered file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        # Protocol-2 pickles written by Python 3 store raw bytes through codecs.encode.
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"CIFAR-10 batch file missing: {path}")
+    try:
+        with open(path, "rb") as handle:
+            content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except Exception as err:
+        raise DataError(f"cannot read CIFAR-10 batch file {path}: {err}") from err
+    if not isinstance(content, dict):
+        raise DataError(f"CIFAR-10 batch file {path} does not hold a dict")
+    return content
+
+
+def _cifar_field(content: dict, name: str, path: Path) -> object:
+    if name not in content:
+        raise DataError(f"CIFAR-10 batch file {path} has no {name!r} entry")
+    return content[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image-folder trees
+
+
+def _subset_size(cfg: DataConfig, split: str) -> int | None:
+    return cfg.train_subset if split == "train" else cfg.test_subset
+
+
+def _split_dir(cfg: DataConfig, root: Path, split: str) -> Path:
+    if split == "train":
+        name = cfg.train_split
+    elif cfg.test_split == "auto":
+        name = "test" if (root / "test").is_dir() or not (root / "val").is_dir() else "val"
+    else:
+        name = cfg.test_split
+    return root / name
+
+
+def _build_folder(cfg: DataConfig, root: Path, split: str, *, show_progress: bool) -> ImageDataset:
+    split_dir = _split_dir(cfg, root, split)
+    if not split_dir.is_dir():
+        key = "data.train_split" if split == "train" else "data.test_split"
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise DataError(f"{key}: split folder {split_dir} does not exist (folders in {root}: {found})")
+    classes = _resolve_classes(cfg, root, split)
+    paths, targets = _list_images(split_dir, classes)
+    index = _subset_indices(targets, len(classes), _subset_size(cfg, split), key=f"data.{split}_subset")
+    if index is not None:
+        paths, targets = [paths[k] for k in index.tolist()], targets[index]
+
+    use_cache = cfg.cache == "always" or (cfg.cache == "auto" and len(paths) <= cfg.cache_max_images)
+    images, keep = None, None
+    if use_cache:
+        images, keep = _cached_images(cfg, root, split_dir, classes, paths, show_progress=show_progress)
+    if images is None and cfg.skip_corrupt:
+        keep = _scan_readable(paths, show_progress=show_progress)
+    skipped: list[str] = []
+    if keep is not None and not bool(keep.all()):
+        bad = (~keep).nonzero().flatten().tolist()
+        if not cfg.skip_corrupt:
+            raise DataError(f"cannot read image {paths[bad[0]]} ({len(bad)} unreadable in {split_dir}); "
+                            f"set data.skip_corrupt=true to leave them out")
+        skipped = [paths[k] for k in bad]
+        paths, targets = [p for p, ok in zip(paths, keep.tolist()) if ok], targets[keep]
+        if not paths:
+            raise DataError(f"no readable images in {split_dir} ({len(skipped)} unreadable)")
+    return ImageDataset(root=root, split=split, classes=classes, targets=targets, images=images,
+                        paths=paths, skipped=skipped)
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise DataError(f"split folder {split_dir} has no class sub-folders (expected {split_dir}/<class>/<image>)")
+    return names
+
+
+def _resolve_classes(cfg: DataConfig, root: Path, split: str) -> list[str]:
+    """Class order: the class-list file when given, else sorted folder names; both splits must agree.
+
+    The other split is checked only when it exists, so a training split can be used before a held-out one.
+    """
+    split_dirs = {name: _split_dir(cfg, root, name) for name in ("train", "test")}
+    present = {name: path for name, path in split_dirs.items() if path.is_dir()}
+    folders = {name: _class_folders(path) for name, path in present.items()}
+    if cfg.class_list is not None:
+        lists = [_read_class_list(Path(cfg.class_list), available=folders[name], where=present[name])
+                 for name in present]
+        return lists[0]
+    if len(folders) == 2 and folders["train"] != folders["test"]:
+        train, test = set(folders["train"]), set(folders["test"])
+        raise DataError(f"class folders differ between {split_dirs['train']} and {split_dirs['test']}: "
+                        f"only in {split_dirs['train'].name}: {sorted(train - test)}, "
+                        f"only in {split_dirs['test'].name}: {sorted(test - train)}; "
+                        f"use data.class_list to pick a common set")
+    return folders[split]
+
+
+def _read_class_list(path: Path, *, available: list[str], where: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"data.class_list: file not found: {path}")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    classes = [line for line in lines if line and not line.startswith("#")]
+    if not classes:
+        raise DataError(f"data.class_list: {path} lists no classes")
+    seen: set[str] = set()
+    for name in classes:
+        if name in seen:
+            raise DataError(f"data.class_list: class {name!r} is listed twice in {path}")
+        seen.add(name)
+    known = set(available)
+    for name in classes:
+        if name not in known:
+            raise DataError(f"data.class_list: class {name!r} from {path} is not a class of {where}")
+    return classes
+
+
+def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[str], torch.Tensor]:
+    """All image files per class folder, sorted by name; labels are the class positions."""
+    paths: list[str] = []
+    counts: list[int] = []
+    for name in classes:
+        folder = split_dir / name
+        entries = sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+        if not entries:
+            raise DataError(f"class folder {folder} is empty")
+        images = [f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise DataError(f"class folder {folder} has no images (extensions {', '.join(IMAGE_EXTENSIONS)}); "
+                            f"found e.g. {entries[0]}")
+        prefix = os.path.join(str(folder), "")
+        paths.extend(prefix + f for f in images)
+        counts.append(len(images))
+    targets = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor(counts))
+    return paths, targets
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class-balanced subsets
+
+
+def balanced_quota(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """Images per class for a class-balanced subset of ``n`` (``n <= counts.sum()``).
+
+    Equals dealing one image per class in class order, round after round, skipping exhausted classes: every
+    class gets ``min(count, L)`` for the largest level ``L`` that fits, and the few left over go one each to
+    the first classes that still have images. The quotas sum to exactly ``n``.
+    """
+    low, high = 0, int(counts.max())
+    while low < high:
+        mid = (low + high + 1) // 2
+        if int(counts.clamp(max=mid).sum()) <= n:
+            low = mid
+        else:
+            high = mid - 1
+    quota = counts.clamp(max=low)
+    left_over = n - int(quota.sum())
+    quota[(counts > low).nonzero().flatten()[:left_over]] += 1
+    return quota
+
+
+def _subset_indices(targets: torch.Tensor, num_classes: int, n: int | None, *, key: str) -> torch.Tensor | None:
+    """Indices (in the original order) of the first ``quota[c]`` items of each class, or None for all."""
+    if n is None:
+        return None
+    if n > len(targets):
+        raise DataError(f"{key}: asks for {n} images but the split has only {len(targets)}")
+    counts = torch.bincount(targets, minlength=num_classes)
+    quota = balanced_quota(counts, n)
+    order = torch.argsort(targets, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank_in_class = torch.empty_like(targets)
+    rank_in_class[order] = torch.arange(len(targets)) - starts[targets[order]]
+    return (rank_in_class < quota[targets]).nonzero().flatten()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding and the uint8 cache
+
+
+def _try_decode(path: str) -> torch.Tensor | DataError:
+    try:
+        return decode_image(path)
+    except DataError as err:
+        return err
+
+
+def _decoded(paths: list[str], *, desc: str, show_progress: bool) -> Iterator[torch.Tensor | DataError]:
+    """Decode in file order with a thread pool; unreadable files are yielded as errors, not raised."""
+    workers = min(_DECODE_THREADS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = (pool.map(_try_decode, paths[s:s + _DECODE_CHUNK]) for s in range(0, len(paths), _DECODE_CHUNK))
+        results = (result for chunk in chunks for result in chunk)
+        yield from progress_bar(results, desc=desc, total=len(paths), disable=None if show_progress else True)
+
+
+def _scan_readable(paths: list[str], *, show_progress: bool) -> torch.Tensor:
+    """Which files decode; needed up front so skipped files never shift the indices used as bank keys."""
+    ok = [not isinstance(r, DataError) for r in _decoded(paths, desc="checking images", show_progress=show_progress)]
+    return torch.tensor(ok, dtype=torch.bool)
+
+
+def _decode_stack(
+    paths: list[str], *, skip_corrupt: bool, strict_size: bool, show_progress: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The readable images in one ``uint8 [M, 3, H, W]`` tensor plus the readable mask over ``paths``;
+    None when the sizes differ and ``strict_size`` is false."""
+    images: torch.Tensor | None = None
+    keep = torch.ones(len(paths), dtype=torch.bool)
+    first = ""
+    for k, result in enumerate(_decoded(paths, desc="decoding images", show_progress=show_progress)):
+        if isinstance(result, DataError):
+            if not skip_corrupt:
+                raise DataError(f"{result}; set data.skip_corrupt=true to leave unreadable images out") from result
+            keep[k] = False
+            continue
+        if images is None:
+            images, first = torch.empty((len(paths), *result.shape), dtype=torch.uint8), paths[k]
+        elif result.shape != images.shape[1:]:
+            if strict_size:
+                raise DataError(f"data.cache=always needs images of one size, but {paths[k]} is "
+                                f"{list(result.shape[1:])} and {first} is {list(images.shape[2:])}; "
+                                f"use data.cache=auto or never")
+            return None
+        images[k] = result
+    if images is None:
+        return torch.empty((0, 3, 1, 1), dtype=torch.uint8), keep
+    return (images if bool(keep.all()) else images[keep]), keep
+
+
+def _cache_key(root: Path, split_dir: Path, classes: list[str], paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{_CACHE_FORMAT}\n{root.resolve()}\n{split_dir.name}\n{classes}\n".encode())
+    for path in paths:
+        info = os.stat(path)
+        digest.update(f"{path}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_dirs(cfg: DataConfig, root: Path) -> list[Path]:
+    if cfg.cache_dir is not None:
+        return [Path(cfg.cache_dir).expanduser()]
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "sslgraph"
+    return [root / ".sslgraph_cache", user_cache]
+
+
+def _may_write(folder: Path) -> bool:
+    """Writable for this user *and* not marked read-only by its mode bits, which root would otherwise ignore."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+
+
+def _writable_dir(candidates: list[Path]) -> Path | None:
+    for folder in candidates:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not _may_write(existing):
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if _may_write(folder):
+            return folder
+    return None
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock so concurrent processes (e.g. DDP ranks) decode a split once and share the file."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_cache(path: Path, key: str, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        content = safe_load(path)
+    except CheckpointError as err:
+        logger.warning("ignoring unreadable image cache (it will be rebuilt): %s", err)
+        return None
+    if content.get("format") != _CACHE_FORMAT or content.get("key") != key or len(content["keep"]) != n:
+        return None
+    return content["images"], content["keep"]
+
+
+def _cached_images(
+    cfg: DataConfig, root: Path, split_dir: Path, classes: list[str], paths: list[str], *, show_progress: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Load the split's decoded images from the cache, decoding and saving them the first time.
+
+    Returns ``(images of the readable files, readable mask)``, or ``(None, None)`` when the images differ in
+    size and ``data.cache`` is ``auto``.
+    """
+    key = _cache_key(root, split_dir, classes, paths)
+    name = f"{split_dir.name}-{key[:20]}.pt"
+    candidates = _cache_dirs(cfg, root)
+    for folder in candidates:
+        found = _read_cache(folder / name, key, len(paths))
+        if found is not None:
+            return found
+    target_dir = _writable_dir(candidates)
+    if target_dir is None:
+        logger.warning("no writable cache folder among %s (data.cache_dir); decoded images are kept in memory only",
+                       [str(c) for c in candidates])
+        return _decode_for_cache(cfg, paths, show_progress=show_progress)
+    with _file_lock(target_dir / f"{name}.lock"):
+        found = _read_cache(target_dir / name, key, len(paths))
+        if found is not None:
+            return found
+        images, keep = _decode_for_cache(cfg, paths, show_progress=show_progress)
+        if images is not None and keep is not None:
+            atomic_save({"format": _CACHE_FORMAT, "key": key, "images": images, "keep": keep}, target_dir / name)
+            logger.info("saved decoded %s images to %s", split_dir.name, target_dir / name)
+        return images, keep
+
+
+def _decode_for_cache(
+    cfg: DataConfig, paths: list[str], *, show_progress: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    decoded = _decode_stack(paths, skip_corrupt=cfg.skip_corrupt, strict_size=cfg.cache == "always",
+                            show_progress=show_progress)
+    if decoded is None:
+        logger.info("images differ in size; decoding lazily instead of caching (data.cache=auto)")
+        return None, None
+    return decoded

@@ -1,0 +1,233 @@
+"""Memory bank over the training set: latest feature of every sample, its current top-k list and a vote window.
+
+Each training step searches the batch's L2-normalised features against the whole bank (exact top-k of dot
+products), then overwrites the batch rows. At each epoch end the current neighbour lists are copied into a
+ring of the last ``V`` epochs, which the AdaSim vote (:mod:`sslgraph.graph.bootstrap`) reads.
+
+Memory per sample, with ``d`` the feature width, ``k`` the list length and ``V`` the window:
+``4 d`` (features, float32) + ``1`` (filled flag) + ``12 k`` (current list: int64 index + float32 similarity)
++ ``12 k V`` (window) bytes; see :meth:`MemoryBank.bytes_per_sample`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+BACKENDS = ("exact", "faiss")
+
+
+def topk_cosine(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int = 65_536,
+                query_chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """Exact top-``k`` dot products of each query against all keys, sorted descending.
+
+    Keys are scanned ``chunk_size`` rows at a time and merged into a running top-k, queries
+    ``query_chunk_size`` rows at a time, so at most ``query_chunk_size x chunk_size`` similarities exist at
+    once. Among equal values the lower key index comes first, exactly as a stable descending sort would
+    order them, so the result does not depend on the chunking. Inputs are expected L2-normalised
+    (the dot product is then the cosine similarity).
+    """
+    if queries.dim() != 2 or keys.dim() != 2 or queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"topk_cosine: queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must be "
+                         f"[B, d] and [N, d] with the same d")
+    if not 1 <= k <= keys.shape[0]:
+        raise ValueError(f"topk_cosine: k={k} must be in [1, number of keys={keys.shape[0]}]")
+    if chunk_size < 1 or query_chunk_size < 1:
+        raise ValueError(f"topk_cosine: chunk sizes must be >= 1, got {chunk_size}, {query_chunk_size}")
+    queries = queries.to(device=keys.device, dtype=keys.dtype)
+    values, indices = [], []
+    for start in range(0, queries.shape[0], query_chunk_size):
+        v, i = _topk_over_keys(queries[start:start + query_chunk_size], keys, k, chunk_size=chunk_size)
+        values.append(v)
+        indices.append(i)
+    if not values:
+        empty = queries.new_zeros((0, k))
+        return empty, empty.long()
+    return torch.cat(values), torch.cat(indices)
+
+
+def _topk_over_keys(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int) -> tuple[Tensor, Tensor]:
+    best_val = queries.new_empty((queries.shape[0], 0))
+    best_idx = torch.empty((queries.shape[0], 0), dtype=torch.long, device=keys.device)
+    for start in range(0, keys.shape[0], chunk_size):
+        sims = queries @ keys[start:start + chunk_size].T
+        idx = _lowest_index_topk(sims, k) + start
+        val = sims.gather(1, idx - start)
+        # Earlier chunks hold lower indices, so a stable sort of [running, chunk (index order)] keeps the
+        # lower index first among equal values.
+        val, order = torch.cat([best_val, val], dim=1).sort(dim=1, descending=True, stable=True)
+        idx = torch.cat([best_idx, idx], dim=1).gather(1, order)
+        best_val, best_idx = val[:, :k], idx[:, :k]
+    return best_val, best_idx
+
+
+def _lowest_index_topk(sims: Tensor, k: int) -> Tensor:
+    """Column indices (ascending) of the ``k`` largest entries per row (all columns when there are at most
+    ``k``); ties at the cut go to the lower columns."""
+    num = sims.shape[1]
+    if k >= num:
+        return torch.arange(num, device=sims.device).expand(sims.shape[0], num)
+    # One extra value shows whether the k-th and (k+1)-th are equal; only such rows need the tie-aware pass.
+    top = sims.topk(k + 1, dim=1)
+    indices = top.indices[:, :k]
+    tied = top.values[:, k - 1] == top.values[:, k]
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        indices = indices.clone()
+        indices[rows] = _tie_aware_topk(sims[rows], k, threshold=top.values[rows, k - 1:k])
+    return indices.sort(dim=1).values
+
+
+def _tie_aware_topk(sims: Tensor, k: int, *, threshold: Tensor) -> Tensor:
+    """Everything above ``threshold`` plus the lowest columns equal to it, ``k`` per row."""
+    above = sims > threshold
+    at = sims == threshold
+    needed = k - above.sum(dim=1, keepdim=True)
+    take = above | (at & (at.cumsum(dim=1) <= needed))
+    # Exactly k entries per row are taken; topk over the 0/1 mask returns their columns.
+    return take.to(torch.uint8).topk(k, dim=1).indices
+
+
+def last_occurrence(indices: Tensor) -> Tensor:
+    """Positions in ``indices`` that hold the last occurrence of their value (ascending positions)."""
+    unique, inverse = torch.unique(indices, return_inverse=True)
+    positions = torch.arange(indices.shape[0], device=indices.device)
+    last = torch.full((unique.shape[0],), -1, dtype=torch.long, device=indices.device)
+    return last.scatter_reduce(0, inverse, positions, reduce="amax").sort().values
+
+
+class MemoryBank:
+    """Features, top-k lists and a ring of the last ``vote_window`` epochs' lists for ``num_samples`` samples.
+
+    ``nn_idx`` is ``-1`` for samples not visited yet; ``vote_window=0`` keeps no window (a bank that is only
+    searched). Every process holds an identical copy: callers gather the batch across processes before
+    :meth:`update`.
+    """
+
+    def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: str = "exact",
+                 chunk_size: int = 65_536, device: torch.device | str | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"MemoryBank: backend must be one of {BACKENDS}, got {backend!r}")
+        if not 1 <= topk <= num_samples:
+            raise ValueError(f"MemoryBank: topk={topk} must be in [1, num_samples={num_samples}]")
+        if vote_window < 0:
+            raise ValueError(f"MemoryBank: vote_window must be >= 0, got {vote_window}")
+        self.num_samples, self.dim, self.topk, self.vote_window = num_samples, dim, topk, vote_window
+        self.backend, self.chunk_size = backend, chunk_size
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self.features = torch.zeros(num_samples, dim, device=device)
+        self.filled = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.nn_idx = torch.full((num_samples, topk), -1, dtype=torch.long, device=device)
+        self.nn_sim = torch.zeros(num_samples, topk, device=device)
+        self.window_idx = torch.full((vote_window, num_samples, topk), -1, dtype=torch.long, device=device)
+        self.window_sim = torch.zeros(vote_window, num_samples, topk, device=device)
+        self.window_len = 0
+        self.window_pos = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @staticmethod
+    def bytes_per_sample(*, dim: int, topk: int, vote_window: int) -> int:
+        return 4 * dim + 1 + 12 * topk * (1 + vote_window)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.features, self.filled, self.nn_idx, self.nn_sim, self.window_idx, self.window_sim)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def search(self, queries: Tensor) -> tuple[Tensor, Tensor]:
+        """``(sim [B, k], idx [B, k])``: the bank's top-k for each (L2-normalised) query row."""
+        queries = queries.to(device=self.device, dtype=self.features.dtype)
+        if self.backend == "faiss":
+            return _faiss_search(queries, self.features, self.topk)
+        return topk_cosine(queries, self.features, self.topk, chunk_size=self.chunk_size)
+
+    def update(self, indices: Tensor, features: Tensor, nn_sim: Tensor, nn_idx: Tensor) -> None:
+        """Overwrite the rows ``indices``; for an index given twice the last occurrence wins."""
+        indices = indices.to(self.device, torch.long)
+        batch = indices.shape[0]
+        lists = (batch, self.topk)
+        if features.shape != (batch, self.dim) or nn_sim.shape != lists or nn_idx.shape != lists:
+            raise ValueError(f"MemoryBank.update: expected features [{batch}, {self.dim}] and nn lists "
+                             f"[{batch}, {self.topk}], got {tuple(features.shape)}, {tuple(nn_sim.shape)}, "
+                             f"{tuple(nn_idx.shape)}")
+        keep = last_occurrence(indices)
+        rows = indices[keep]
+        self.features[rows] = features.to(self.device, self.features.dtype)[keep]
+        self.nn_sim[rows] = nn_sim.to(self.device, self.nn_sim.dtype)[keep]
+        self.nn_idx[rows] = nn_idx.to(self.device, torch.long)[keep]
+        self.filled[rows] = True
+
+    def fill(self, features: Tensor) -> None:
+        """Initial pass: every sample's feature (neighbour lists are left to the first visits)."""
+        if features.shape != self.features.shape:
+            raise ValueError(f"MemoryBank.fill: expected features {tuple(self.features.shape)}, "
+                             f"got {tuple(features.shape)}")
+        self.features.copy_(features)
+        self.filled.fill_(True)
+
+    def push_window(self) -> None:
+        """End of epoch: the current lists replace the oldest window entry."""
+        if self.vote_window == 0:
+            raise RuntimeError("MemoryBank.push_window: this bank was built with vote_window=0")
+        self.window_idx[self.window_pos].copy_(self.nn_idx)
+        self.window_sim[self.window_pos].copy_(self.nn_sim)
+        self.window_pos = (self.window_pos + 1) % self.vote_window
+        self.window_len = min(self.window_len + 1, self.vote_window)
+
+    def ordered_window(self) -> tuple[Tensor, Tensor]:
+        """``(idx [W, N, k], sim [W, N, k])``, oldest epoch first, ``W = window_len``."""
+        oldest = self.window_pos if self.window_len == self.vote_window else 0
+        order = (torch.arange(self.window_len, device=self.device) + oldest) % max(self.vote_window, 1)
+        return self.window_idx.index_select(0, order), self.window_sim.index_select(0, order)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"features": self.features, "filled": self.filled, "nn_idx": self.nn_idx, "nn_sim": self.nn_sim,
+                "window_idx": self.window_idx, "window_sim": self.window_sim,
+                "window_len": self.window_len, "window_pos": self.window_pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("features", "filled", "nn_idx", "nn_sim", "window_idx", "window_sim"):
+            if name not in state:
+                raise KeyError(f"MemoryBank.load_state_dict: missing entry {name!r}")
+            current: Tensor = getattr(self, name)
+            if tuple(state[name].shape) != tuple(current.shape):
+                raise ValueError(f"MemoryBank.load_state_dict: {name!r} has shape {tuple(state[name].shape)}, this "
+                                 f"bank expects {tuple(current.shape)} (num_samples, dim, topk or vote_window differ)")
+            current.copy_(state[name])
+        self.window_len, self.window_pos = int(state["window_len"]), int(state["window_pos"])
+
+
+def _faiss_search(queries: Tensor, features: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Brute-force inner-product top-k with faiss (the kernel ``IndexFlatIP.search`` runs), without copying
+    the bank into an index at every step: CPU tensors are passed as zero-copy NumPy views."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError("method.bank_backend=faiss needs faiss; install the extra: pip install 'sslgraph[faiss]' "
+                          "(or use method.bank_backend=exact)") from err
+    queries, features = queries.float().contiguous(), features.float().contiguous()
+    if features.is_cuda:
+        if not hasattr(faiss, "StandardGpuResources"):
+            raise RuntimeError("method.bank_backend=faiss: the bank is on a GPU but this faiss build has no GPU "
+                               "support; install faiss-gpu or use method.bank_backend=exact")
+        import faiss.contrib.torch_utils  # noqa: F401  (lets faiss.knn_gpu take torch tensors)
+
+        sim, idx = faiss.knn_gpu(_faiss_gpu_resources(), queries, features, k,
+                                 metric=faiss.METRIC_INNER_PRODUCT, device=features.device.index or 0)
+        return sim, idx
+    sim, idx = faiss.knn(queries.numpy(), features.numpy(), k, metric=faiss.METRIC_INNER_PRODUCT)
+    return torch.from_numpy(sim), torch.from_numpy(idx)
+
+
+@cache
+def _faiss_gpu_resources() -> Any:
+    """One set of faiss GPU resources (scratch memory, streams) per process, created on first use."""
+    import faiss
+
+    return faiss.StandardGpuResources()

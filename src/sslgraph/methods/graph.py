@@ -1,0 +1,143 @@
+"""AdaSim plus a student bank and two kNN graphs (teacher and student streams), exported for refinement.
+
+Each training step, every visited image gets ``E`` edges per stream to its ``E`` nearest other images in
+that stream's bank (searched before the update). Every ``test_graph_every`` epochs each held-out image is
+embedded clean by each stream and linked to its ``E`` nearest training images. At the end, each stream's
+graph is written as a PyG ``Data`` (see :mod:`sslgraph.graph.export` for the edge convention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sslgraph.config import Config
+from sslgraph.graph.bank import MemoryBank
+from sslgraph.graph.export import build_graph_data, rebuild_edges, save_graph
+from sslgraph.graph.knn_graph import KNNGraph, nearest_non_self
+from sslgraph.methods.adasim import AdaSim, visit_bank
+from sslgraph.methods.base import Stream, TrainContext
+from sslgraph.utils import dist
+
+STREAMS: tuple[Stream, Stream] = ("teacher", "student")
+
+
+def edge_same_class(slots: Tensor, *, node_labels: Tensor, neighbour_labels: Tensor) -> float | None:
+    """Share of filled FIFO slots (so counted with multiplicity) whose neighbour has the node's label."""
+    filled = slots >= 0
+    if not bool(filled.any()):
+        return None
+    node = node_labels.view(-1, *([1] * (slots.dim() - 1))).expand_as(slots)
+    same = neighbour_labels[slots.clamp_min(0)] == node
+    return float(same[filled].float().mean())
+
+
+class GraphMethod(AdaSim):
+    """Teacher and student banks, a training kNN graph and a held-out graph per stream."""
+
+    name = "graph"
+
+    def __init__(self, cfg: Config, *, num_train: int, num_test: int, embed_dim: int,
+                 train_labels: Tensor, test_labels: Tensor, device: torch.device) -> None:
+        super().__init__(cfg, num_train=num_train, num_test=num_test, embed_dim=embed_dim,
+                         train_labels=train_labels, test_labels=test_labels, device=device)
+        me = cfg.method
+        # Bootstrapping reads the teacher's window only, so the student bank keeps none.
+        self.student_bank = self._new_bank(vote_window=0)
+        self.train_graphs = {stream: KNNGraph(num_train, edges_per_node=me.edges_per_node, visits=me.vote_window,
+                                              device=device) for stream in STREAMS}
+        self.test_graphs = {stream: KNNGraph(num_test, edges_per_node=me.edges_per_node, visits=me.vote_window,
+                                             neighbour_nodes=num_train, device=device) for stream in STREAMS}
+        self.test_features: dict[str, Tensor | None] = {stream: None for stream in STREAMS}
+
+    @property
+    def banks(self) -> dict[str, MemoryBank]:
+        return {"teacher": self.teacher_bank, "student": self.student_bank}
+
+    def on_train_start(self, ctx: TrainContext) -> None:
+        if self.cfg.method.init_bank_pass:
+            for stream in STREAMS:
+                self.banks[stream].fill(ctx.embed(stream, "train"))
+
+    def after_step(self, *, indices: Tensor, teacher_feats: Tensor, student_feats: Tensor) -> None:
+        edges = self.cfg.method.edges_per_node
+        for stream, feats in (("teacher", teacher_feats), ("student", student_feats)):
+            nodes, nn_sim, nn_idx = visit_bank(self.banks[stream], indices=indices, feats=feats)
+            neighbours, sims = nearest_non_self(nn_idx, nn_sim, nodes, edges)
+            self.train_graphs[stream].add(nodes, neighbours, sims)
+
+    def visit_test(self, ctx: TrainContext, stream: Stream) -> None:
+        """Embed the held-out images clean and give each its ``E`` nearest training nodes in ``stream``'s bank."""
+        feats = ctx.embed(stream, "test").to(self.device, torch.float32)
+        sim, idx = self.banks[stream].search(feats)
+        edges = self.cfg.method.edges_per_node
+        nodes = torch.arange(self.num_test, device=self.device)
+        self.test_graphs[stream].add(nodes, idx[:, :edges], sim[:, :edges])
+        self.test_features[stream] = feats
+
+    def on_epoch_end(self, ctx: TrainContext, *, epoch: int) -> dict[str, float]:
+        stats = super().on_epoch_end(ctx, epoch=epoch)
+        every = self.cfg.method.test_graph_every
+        train_labels = self.train_labels.to(self.device)
+        test_labels = self.test_labels.to(self.device)
+        for stream in STREAMS:
+            if every and (epoch + 1) % every == 0:
+                self.visit_test(ctx, stream)
+            shares = {
+                f"{stream}_edge_same_class": edge_same_class(
+                    self.train_graphs[stream].slots, node_labels=train_labels, neighbour_labels=train_labels),
+                f"{stream}_test_edge_same_class": edge_same_class(
+                    self.test_graphs[stream].slots, node_labels=test_labels, neighbour_labels=train_labels),
+            }
+            stats.update({key: value for key, value in shares.items() if value is not None})
+        return stats
+
+    def export_graphs(self, ctx: TrainContext, out_dir: Path) -> list[Path]:
+        """Write ``out_dir/{teacher,student}.pt`` as configured by ``cfg.method.export_*`` (main process)."""
+        me = self.cfg.method
+        paths = []
+        for stream in STREAMS:
+            # Bank features need the latest held-out pass; accumulated edges need a held-out graph at all.
+            needs_test_pass = me.export_features == "bank" or not me.export_rebuild_edges
+            if needs_test_pass and self.test_features[stream] is None:
+                self.visit_test(ctx, stream)
+            if me.export_features == "clean":
+                train_x, test_x = ctx.embed(stream, "train"), ctx.embed(stream, "test")
+            else:
+                train_x, test_x = self.banks[stream].features, self.test_features[stream]
+            train_x, test_x = train_x.to(self.device), test_x.to(self.device)
+            train_graph, test_graph = self.train_graphs[stream], self.test_graphs[stream]
+            if me.export_rebuild_edges:
+                train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
+                                                        k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size)
+            data = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph, test_graph=test_graph,
+                                    train_y=self.train_labels, test_y=self.test_labels,
+                                    edge_weight=me.export_edge_weight)
+            path = Path(out_dir) / f"{stream}.pt"
+            if dist.is_main():
+                save_graph(data, path)
+            paths.append(path)
+        dist.barrier()
+        return paths
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["student_bank"] = self.student_bank.state_dict()
+        for stream in STREAMS:
+            state[f"{stream}_graph"] = self.train_graphs[stream].state_dict()
+            state[f"{stream}_test_graph"] = self.test_graphs[stream].state_dict()
+            if self.test_features[stream] is not None:
+                state[f"{stream}_test_features"] = self.test_features[stream]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.student_bank.load_state_dict(state["student_bank"])
+        for stream in STREAMS:
+            self.train_graphs[stream].load_state_dict(state[f"{stream}_graph"])
+            self.test_graphs[stream].load_state_dict(state[f"{stream}_test_graph"])
+            features = state.get(f"{stream}_test_features")
+            self.test_features[stream] = None if features is None else features.to(self.device)

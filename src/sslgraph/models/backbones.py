@@ -1,0 +1,157 @@
+"""Backbones: randomly initialised ViTs (timm) and ResNets (torchvision) that map images to one vector each.
+
+Every backbone exposes the same small interface (:class:`Backbone`), so the trainer, the memory banks and the
+evaluation code never need to know which family they hold. Weights are always random: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.resnet import ResNet
+
+
+class Backbone(nn.Module):
+    """An image encoder returning ``[B, embed_dim]`` features, plus the wider features a linear probe uses."""
+
+    embed_dim: int
+
+    def probe_features(self, x: Tensor, *, n_last_blocks: int = 4) -> Tensor:
+        raise NotImplementedError
+
+    def probe_dim(self, n_last_blocks: int = 4) -> int:
+        raise NotImplementedError
+
+
+class ViTBackbone(Backbone):
+    """A timm VisionTransformer whose feature is the class token after the final norm."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        image_size: int,
+        patch_size: int,
+        drop_path_rate: float,
+    ) -> None:
+        super().__init__()
+        if patch_size <= 0 or image_size % patch_size != 0:
+            raise ValueError(
+                f"image_size={image_size} must be a positive multiple of patch_size={patch_size} for a ViT"
+            )
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.vit = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_classes=0,
+            class_token=True,
+            global_pool="token",
+            drop_path_rate=drop_path_rate,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.vit(x)
+
+    def probe_features(self, x: Tensor, *, n_last_blocks: int = 4) -> Tensor:
+        """Class tokens of the last ``n_last_blocks`` blocks, each through the final norm, concatenated (DINO)."""
+        self._check_blocks(n_last_blocks)
+        pairs = self.vit.forward_intermediates(
+            x,
+            indices=n_last_blocks,
+            return_prefix_tokens=True,
+            norm=True,
+            output_fmt="NLC",
+            intermediates_only=True,
+        )
+        return torch.cat([prefix[:, 0] for _, prefix in pairs], dim=-1)
+
+    def probe_dim(self, n_last_blocks: int = 4) -> int:
+        self._check_blocks(n_last_blocks)
+        return n_last_blocks * self.embed_dim
+
+    def _check_blocks(self, n_last_blocks: int) -> None:
+        if not 1 <= n_last_blocks <= self.depth:
+            raise ValueError(f"n_last_blocks must be in [1, {self.depth}] for this ViT, got {n_last_blocks}")
+
+
+class ResNetBackbone(Backbone):
+    """A torchvision ResNet without its classifier: the globally average-pooled last feature map."""
+
+    def __init__(self, *, net: ResNet, cifar_stem: bool) -> None:
+        super().__init__()
+        self.embed_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        if cifar_stem:
+            # Small images keep their resolution: a 3x3 stride-1 first convolution and no max-pool.
+            net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+            net.maxpool = nn.Identity()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def probe_features(self, x: Tensor, *, n_last_blocks: int = 4) -> Tensor:
+        """The pooled feature itself; ``n_last_blocks`` only concerns ViTs."""
+        return self.net(x)
+
+    def probe_dim(self, n_last_blocks: int = 4) -> int:
+        return self.embed_dim
+
+
+BackboneFactory = Callable[..., Backbone]
+
+
+def _vit_factory(*, embed_dim: int, depth: int, num_heads: int) -> BackboneFactory:
+    def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
+              cifar_stem: bool = False) -> Backbone:
+        """``cifar_stem`` only concerns ResNets."""
+        return ViTBackbone(embed_dim=embed_dim, depth=depth, num_heads=num_heads, image_size=image_size,
+                           patch_size=patch_size, drop_path_rate=drop_path_rate)
+
+    return build
+
+
+def _resnet_factory(constructor: Callable[..., ResNet]) -> BackboneFactory:
+    def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
+              cifar_stem: bool = False) -> Backbone:
+        """ResNets take any image size and have no patches or stochastic depth: only ``cifar_stem`` applies."""
+        return ResNetBackbone(net=constructor(weights=None), cifar_stem=cifar_stem)
+
+    return build
+
+
+# Every factory takes the keyword arguments of :func:`build_backbone`.
+BACKBONES: dict[str, BackboneFactory] = {
+    "vit_mini": _vit_factory(embed_dim=192, depth=4, num_heads=3),
+    "vit_tiny": _vit_factory(embed_dim=192, depth=12, num_heads=3),
+    "vit_small": _vit_factory(embed_dim=384, depth=12, num_heads=6),
+    "vit_base": _vit_factory(embed_dim=768, depth=12, num_heads=12),
+    "resnet18": _resnet_factory(resnet18),
+    "resnet50": _resnet_factory(resnet50),
+}
+
+
+def build_backbone(
+    name: str,
+    *,
+    image_size: int,
+    patch_size: int = 16,
+    drop_path_rate: float = 0.0,
+    cifar_stem: bool = False,
+) -> Backbone:
+    """A freshly initialised backbone from the :data:`BACKBONES` registry."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](image_size=image_size, patch_size=patch_size, drop_path_rate=drop_path_rate,
+                           cifar_stem=cifar_stem)

@@ -1,0 +1,67 @@
+"""Per-iteration and per-epoch schedules (learning rate, weight decay, teacher momentum, teacher temperature).
+
+Each schedule is precomputed as a float64 tensor indexed by the global iteration (or epoch), so resuming a run
+only needs the iteration counter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def cosine_schedule(
+    base: float,
+    final: float,
+    *,
+    epochs: int,
+    iters_per_epoch: int,
+    warmup_epochs: int = 0,
+    start_warmup: float = 0.0,
+) -> Tensor:
+    """Linear warm-up from ``start_warmup`` to ``base``, then a half cosine from ``base`` towards ``final``.
+
+    After ``W = warmup_epochs * iters_per_epoch`` evenly spaced warm-up values (both ends included), iteration
+    ``W + t`` has value ``final + (base - final) / 2 * (1 + cos(pi * t / T))`` with ``T`` the number of
+    post-warm-up iterations.
+    """
+    if epochs < 1 or iters_per_epoch < 1:
+        raise ValueError(f"cosine_schedule: epochs and iters_per_epoch must be >= 1, got {epochs}, {iters_per_epoch}")
+    if not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"cosine_schedule: warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    warmup_iters = warmup_epochs * iters_per_epoch
+    rest = epochs * iters_per_epoch - warmup_iters
+    warmup = torch.linspace(start_warmup, base, warmup_iters, dtype=torch.float64)
+    t = torch.arange(rest, dtype=torch.float64)
+    cosine = final + 0.5 * (base - final) * (1.0 + torch.cos(math.pi * t / max(rest, 1)))
+    return torch.cat([warmup, cosine])
+
+
+def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int) -> Tensor:
+    """EMA momentum ``1 - (1 - m0) (cos(pi it / T) + 1) / 2`` with ``T = total - 1``: ``m0`` first, exactly 1 last.
+
+    A single-iteration run keeps ``m0``.
+    """
+    if epochs < 1 or iters_per_epoch < 1:
+        raise ValueError(
+            f"teacher_momentum_schedule: epochs and iters_per_epoch must be >= 1, got {epochs}, {iters_per_epoch}"
+        )
+    total = epochs * iters_per_epoch
+    it = torch.arange(total, dtype=torch.float64)
+    return 1.0 - (1.0 - m0) * (torch.cos(math.pi * it / max(total - 1, 1)) + 1.0) / 2.0
+
+
+def teacher_temp_schedule(warmup_temp: float, temp: float, *, warmup_epochs: int, epochs: int) -> Tensor:
+    """Teacher temperature per epoch: linear from ``warmup_temp`` to ``temp`` over ``warmup_epochs``, then ``temp``."""
+    if not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"teacher_temp_schedule: warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+    warmup = torch.linspace(warmup_temp, temp, warmup_epochs, dtype=torch.float64)
+    constant = torch.full((epochs - warmup_epochs,), temp, dtype=torch.float64)
+    return torch.cat([warmup, constant])
+
+
+def scaled_lr(base_lr: float, global_batch: int) -> float:
+    """The linear scaling rule: ``base_lr`` is quoted for a global batch of 256."""
+    return base_lr * global_batch / 256

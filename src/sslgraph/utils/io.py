@@ -1,0 +1,93 @@
+"""Crash-safe file writing and safe checkpoint loading.
+
+Every artefact a run depends on is written to a temporary file in the same directory, flushed to disk and
+then renamed over the target, so a kill, a crash or a full disk leaves either the old file or the new one,
+never a half-written one. Checkpoints are read with ``weights_only=True``: they hold tensors, numbers,
+strings, lists and dicts only, so loading a file never executes code from it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or artefact could not be read or written; the message names the file."""
+
+
+def _atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"could not write {target}: {err.strerror or err}; the previous file is intact") from err
+        raise
+    return target
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return _atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def safe_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
+    """Load a file written by :func:`atomic_save` without unpickling arbitrary objects."""
+    target = Path(path)
+    if not target.is_file():
+        raise CheckpointError(f"file not found: {target}")
+    try:
+        return torch.load(target, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for damaged files
+        raise CheckpointError(f"could not load {target}: {err}") from err
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON object as a line; a single small write, so a kill never leaves a partial record."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read JSON lines, ignoring a trailing line cut short by a crash."""
+    target = Path(path)
+    if not target.is_file():
+        return []
+    records = []
+    for line in target.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Replace a JSON-lines file atomically (used to drop records past a resumed checkpoint)."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

@@ -1,0 +1,75 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslgraph.eval.linear import linear_probe, logistic_regression_probe
+
+
+def _blobs(n_per_class: int, num_classes: int, dim: int, *, spread: float, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=gen) * spread
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    feats = centres[labels] + torch.randn(labels.shape[0], dim, generator=gen)
+    perm = torch.randperm(labels.shape[0], generator=gen)
+    return feats[perm], labels[perm]
+
+
+def _masks(n: int, n_train: int):
+    train = torch.zeros(n, dtype=torch.bool)
+    train[:n_train] = True
+    return train, ~train
+
+
+def test_logistic_probe_matches_independent_nn_linear_runs():
+    feats, labels = _blobs(12, 3, 5, spread=1.5, seed=0)
+    train_mask, test_mask = _masks(36, 24)
+    out = logistic_regression_probe(feats, labels, train_mask, test_mask, lr=0.05, steps=30, seeds=3)
+    expected = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = nn.Linear(5, 3)
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(30):
+            opt.zero_grad()
+            F.cross_entropy(model(feats[train_mask]), labels[train_mask]).backward()
+            opt.step()
+        pred = model(feats[test_mask]).argmax(1)
+        expected.append(100.0 * (pred == labels[test_mask]).float().mean().item())
+    assert out["accuracies"] == pytest.approx(expected)
+    assert out["mean"] == pytest.approx(sum(expected) / 3)
+    assert out["protocol"]["seeds"] == 3 and out["protocol"]["num_test"] == 12
+
+
+def test_logistic_probe_separable_and_shuffled():
+    feats, labels = _blobs(40, 4, 8, spread=6.0, seed=1)
+    train_mask, test_mask = _masks(160, 100)
+    good = logistic_regression_probe(feats, labels, train_mask, test_mask, seeds=4)
+    assert good["mean"] > 98.0 and len(good["accuracies"]) == 4
+    shuffled = labels[torch.randperm(160, generator=torch.Generator().manual_seed(5))]
+    bad = logistic_regression_probe(feats, shuffled, train_mask, test_mask, seeds=4)
+    assert bad["mean"] < 50.0
+
+
+def test_logistic_probe_rejects_bad_masks():
+    with pytest.raises(ValueError, match="train_mask"):
+        logistic_regression_probe(torch.randn(5, 2), torch.zeros(5, dtype=torch.long),
+                                  torch.ones(4, dtype=torch.bool), torch.ones(5, dtype=torch.bool))
+
+
+def test_linear_probe_separable_and_shuffled():
+    feats, labels = _blobs(50, 4, 16, spread=4.0, seed=2)
+    out = linear_probe(feats[:150], labels[:150], feats[150:], labels[150:], epochs=20, lr=0.1, batch_size=32)
+    assert out["top1"] > 98.0
+    assert out["protocol"]["lr_scaled"] == pytest.approx(0.1 * 32 / 256)
+    shuffled = labels[torch.randperm(200, generator=torch.Generator().manual_seed(6))]
+    bad = linear_probe(feats[:150], shuffled[:150], feats[150:], shuffled[150:], epochs=20, lr=0.1, batch_size=32)
+    assert bad["top1"] < 50.0
+
+
+def test_linear_probe_is_invariant_to_feature_scale_and_deterministic():
+    feats, labels = _blobs(20, 3, 6, spread=2.0, seed=3)
+    a = linear_probe(feats[:40], labels[:40], feats[40:], labels[40:], epochs=5, lr=0.05, batch_size=8, seed=1)
+    b = linear_probe(feats[:40] * 100 + 3, labels[:40], feats[40:] * 100 + 3, labels[40:],
+                     epochs=5, lr=0.05, batch_size=8, seed=1)
+    assert a["top1"] == pytest.approx(b["top1"])

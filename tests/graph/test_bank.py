@@ -1,0 +1,161 @@
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslgraph.graph.bank import MemoryBank, last_occurrence, topk_cosine
+
+
+def brute_topk(queries, keys, k):
+    """Reference: full similarity matrix and a stable descending sort (lower index first among ties)."""
+    values, order = (queries @ keys.T).sort(dim=1, descending=True, stable=True)
+    return values[:, :k], order[:, :k]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 16, 53, 1000])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_topk_cosine_matches_brute_force_on_random_data(chunk_size, k):
+    gen = torch.Generator().manual_seed(0)
+    queries = F.normalize(torch.randn(9, 8, generator=gen), dim=1)
+    keys = F.normalize(torch.randn(53, 8, generator=gen), dim=1)
+    values, indices = topk_cosine(queries, keys, k, chunk_size=chunk_size, query_chunk_size=4)
+    ref_values, ref_indices = brute_topk(queries, keys, k)
+    assert torch.equal(indices, ref_indices)
+    torch.testing.assert_close(values, ref_values)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 10, 64])
+def test_topk_cosine_breaks_ties_towards_lower_index(chunk_size):
+    # Small integer vectors give exact, heavily tied dot products.
+    gen = torch.Generator().manual_seed(1)
+    keys = torch.randint(-1, 2, (40, 3), generator=gen).float()
+    queries = torch.randint(-1, 2, (12, 3), generator=gen).float()
+    values, indices = topk_cosine(queries, keys, 15, chunk_size=chunk_size)
+    ref_values, ref_indices = brute_topk(queries, keys, 15)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(indices, ref_indices)
+
+
+def test_topk_cosine_all_equal_keys_returns_first_indices():
+    keys = torch.ones(10, 2)
+    _, indices = topk_cosine(torch.ones(1, 2), keys, 4, chunk_size=3)
+    assert indices.tolist() == [[0, 1, 2, 3]]
+
+
+def test_topk_cosine_rejects_k_larger_than_keys():
+    with pytest.raises(ValueError, match="k=6"):
+        topk_cosine(torch.ones(1, 2), torch.ones(5, 2), 6)
+
+
+def test_last_occurrence():
+    assert last_occurrence(torch.tensor([3, 1, 3, 2, 1, 3])).tolist() == [3, 4, 5]
+
+
+def make_bank(**kwargs):
+    defaults = dict(num_samples=6, dim=3, topk=2, vote_window=3)
+    defaults.update(kwargs)
+    return MemoryBank(defaults.pop("num_samples"), defaults.pop("dim"), **defaults)
+
+
+def test_bank_starts_empty():
+    bank = make_bank()
+    assert not bank.filled.any()
+    assert (bank.nn_idx == -1).all()
+    assert bank.features.abs().sum() == 0
+    assert bank.window_len == 0
+
+
+def test_bank_update_with_duplicate_indices_keeps_last_occurrence():
+    bank = make_bank()
+    indices = torch.tensor([4, 1, 4])
+    feats = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    sims = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    idx = torch.tensor([[0, 1], [2, 3], [4, 5]])
+    bank.update(indices, feats, sims, idx)
+    assert bank.features[4].tolist() == [0, 0, 1.0]
+    assert bank.features[1].tolist() == [0, 1.0, 0]
+    assert bank.nn_idx[4].tolist() == [4, 5]
+    torch.testing.assert_close(bank.nn_sim[4], torch.tensor([0.7, 0.3]))
+    assert bank.filled.tolist() == [False, True, False, False, True, False]
+    assert (bank.nn_idx[[0, 2, 3, 5]] == -1).all()
+
+
+def test_bank_update_rejects_wrong_shapes():
+    bank = make_bank()
+    with pytest.raises(ValueError, match="MemoryBank.update"):
+        bank.update(torch.tensor([0]), torch.zeros(1, 4), torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_bank_search_ranks_against_current_features():
+    bank = make_bank(num_samples=4, dim=2, topk=2)
+    bank.fill(torch.tensor([[1.0, 0], [0, 1.0], [-1.0, 0], [0.6, 0.8]]))
+    sim, idx = bank.search(torch.tensor([[0.8, 0.6]]))
+    assert idx.tolist() == [[3, 0]]
+    torch.testing.assert_close(sim, torch.tensor([[0.96, 0.8]]))
+    assert bank.filled.all()
+
+
+def test_bank_faiss_backend_matches_exact():
+    pytest.importorskip("faiss")
+    gen = torch.Generator().manual_seed(2)
+    feats = F.normalize(torch.randn(300, 16, generator=gen), dim=1)
+    queries = F.normalize(torch.randn(20, 16, generator=gen), dim=1)
+    exact, faiss_bank = make_bank(num_samples=300, dim=16, topk=7), make_bank(num_samples=300, dim=16, topk=7,
+                                                                              backend="faiss")
+    exact.fill(feats)
+    faiss_bank.fill(feats)
+    sim_e, idx_e = exact.search(queries)
+    sim_f, idx_f = faiss_bank.search(queries)
+    assert torch.equal(idx_e, idx_f)
+    torch.testing.assert_close(sim_e, sim_f)
+
+
+def test_window_ring_keeps_last_v_epochs_oldest_first():
+    bank = make_bank(num_samples=2, topk=1, vote_window=3)
+    for epoch in range(5):
+        bank.nn_idx.fill_(epoch)
+        bank.nn_sim.fill_(epoch / 10)
+        bank.push_window()
+        idx, sim = bank.ordered_window()
+        expected = list(range(max(0, epoch - 2), epoch + 1))
+        assert bank.window_len == len(expected)
+        assert idx[:, 0, 0].tolist() == expected
+        torch.testing.assert_close(sim[:, 1, 0], torch.tensor(expected, dtype=torch.float32) / 10)
+
+
+def test_bank_without_window_refuses_push():
+    bank = make_bank(vote_window=0)
+    assert bank.ordered_window()[0].shape == (0, 6, 2)
+    with pytest.raises(RuntimeError, match="vote_window=0"):
+        bank.push_window()
+
+
+def test_bank_state_dict_round_trip_with_weights_only():
+    bank = make_bank()
+    gen = torch.Generator().manual_seed(3)
+    bank.update(torch.tensor([0, 5]), torch.randn(2, 3, generator=gen), torch.rand(2, 2, generator=gen),
+                torch.tensor([[1, 2], [3, 4]]))
+    bank.push_window()
+    bank.push_window()
+    buffer = io.BytesIO()
+    torch.save(bank.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_bank()
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for name, value in bank.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(getattr(restored, name), value), name
+        else:
+            assert getattr(restored, name) == value, name
+    assert torch.equal(restored.ordered_window()[0], bank.ordered_window()[0])
+
+
+def test_bank_load_state_dict_names_mismatched_entry():
+    with pytest.raises(ValueError, match="'features'"):
+        make_bank(dim=4).load_state_dict(make_bank(dim=3).state_dict())
+
+
+def test_bank_memory_accounting():
+    bank = make_bank(num_samples=10, dim=8, topk=3, vote_window=4)
+    assert bank.nbytes == 10 * MemoryBank.bytes_per_sample(dim=8, topk=3, vote_window=4)

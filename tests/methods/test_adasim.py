@@ -1,0 +1,154 @@
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslgraph.config import Config
+from sslgraph.methods import build_method
+from sslgraph.methods.adasim import AdaSim, partner_seed
+from sslgraph.methods.dino import DINO
+from sslgraph.methods.graph import GraphMethod
+
+NUM_TRAIN, NUM_TEST, DIM = 12, 4, 6
+
+
+def make_cfg(**method) -> Config:
+    cfg = Config()
+    cfg.method.name = "adasim"
+    cfg.method.topk, cfg.method.vote_window, cfg.method.edges_per_node = 3, 2, 1
+    for key, value in method.items():
+        setattr(cfg.method, key, value)
+    return cfg
+
+
+def clustered(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two tight clusters (labels 0 and 1, alternating) of L2-normalised features."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num) % 2
+    centres = F.normalize(torch.randn(2, DIM, generator=gen), dim=1)
+    return F.normalize(centres[labels] + 0.1 * torch.randn(num, DIM, generator=gen), dim=1), labels
+
+
+class FakeContext:
+    """Returns fixed clean features per (stream, split), as the trainer's ``embed`` would."""
+
+    def __init__(self, cfg: Config, features: dict[tuple[str, str], torch.Tensor]) -> None:
+        self.cfg, self.device, self.features, self.calls = cfg, torch.device("cpu"), features, []
+
+    def embed(self, stream: str, split: str) -> torch.Tensor:
+        self.calls.append((stream, split))
+        return self.features[(stream, split)]
+
+
+def build(cfg: Config):
+    train_x, train_y = clustered(NUM_TRAIN, 0)
+    test_x, test_y = clustered(NUM_TEST, 1)
+    method = build_method(cfg, num_train=NUM_TRAIN, num_test=NUM_TEST, embed_dim=DIM, train_labels=train_y,
+                          test_labels=test_y, device=torch.device("cpu"))
+    features = {("teacher", "train"): train_x, ("student", "train"): train_x.flip(1),
+                ("teacher", "test"): test_x, ("student", "test"): test_x.flip(1)}
+    return method, FakeContext(cfg, features)
+
+
+def run_epoch(method, ctx, epoch: int, *, batch: int = 4) -> dict[str, float]:
+    """One epoch: every training index once, in batches, with slightly perturbed features."""
+    method.partners_for_epoch(epoch)
+    gen = torch.Generator().manual_seed(100 + epoch)
+    order = torch.randperm(NUM_TRAIN, generator=gen)
+    for start in range(0, NUM_TRAIN, batch):
+        idx = order[start:start + batch]
+        noise = 0.05 * torch.randn(len(idx), DIM, generator=gen)
+        method.after_step(indices=idx, teacher_feats=3 * ctx.features[("teacher", "train")][idx] + noise,
+                          student_feats=ctx.features[("student", "train")][idx] + noise)
+    return method.on_epoch_end(ctx, epoch=epoch)
+
+
+def test_build_method_picks_the_class():
+    assert type(build(make_cfg(name="dino"))[0]) is DINO
+    assert type(build(make_cfg(name="adasim"))[0]) is AdaSim
+    assert type(build(make_cfg(name="graph"))[0]) is GraphMethod
+
+
+def test_on_train_start_fills_the_teacher_bank():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    assert ctx.calls == [("teacher", "train")]
+    assert torch.equal(method.teacher_bank.features, ctx.features[("teacher", "train")])
+    assert method.teacher_bank.filled.all()
+    method, ctx = build(make_cfg(init_bank_pass=False))
+    method.on_train_start(ctx)
+    assert ctx.calls == [] and not method.teacher_bank.filled.any()
+
+
+def test_after_step_searches_before_updating():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    before = method.teacher_bank.features.clone()
+    idx = torch.tensor([3, 7])
+    feats = torch.randn(2, DIM, generator=torch.Generator().manual_seed(5))
+    method.after_step(indices=idx, teacher_feats=feats, student_feats=torch.zeros(2, DIM))
+    normalised = F.normalize(feats, dim=1)
+    expected_sim, expected_idx = (normalised @ before.T).sort(dim=1, descending=True, stable=True)
+    bank = method.teacher_bank
+    assert torch.equal(bank.nn_idx[idx], expected_idx[:, :3])
+    torch.testing.assert_close(bank.nn_sim[idx], expected_sim[:, :3])
+    torch.testing.assert_close(bank.features[idx], normalised)
+    torch.testing.assert_close(bank.features[[0, 1, 2]], before[[0, 1, 2]])
+
+
+def test_partners_are_none_until_the_window_is_full():
+    method, ctx = build(make_cfg(sampling_temperature=10.0))
+    method.on_train_start(ctx)
+    assert method.partners_for_epoch(0) is None
+    assert run_epoch(method, ctx, 0) == {"boot_frac": 0.0}
+    assert method.partners_for_epoch(1) is None
+    run_epoch(method, ctx, 1)
+    partners = method.partners_for_epoch(2)
+    assert partners is not None and partners.shape == (NUM_TRAIN,) and partners.dtype == torch.long
+    assert partners.device.type == "cpu"
+
+
+def test_partners_and_stats_after_the_window_fills():
+    method, ctx = build(make_cfg(sampling_temperature=10.0))
+    method.on_train_start(ctx)
+    for epoch in range(2):
+        run_epoch(method, ctx, epoch)
+    partners = method.partners_for_epoch(2)
+    stats = run_epoch(method, ctx, 2)
+    bootstrapped = partners != torch.arange(NUM_TRAIN)
+    assert stats["boot_frac"] == pytest.approx(bootstrapped.float().mean().item())
+    assert bootstrapped.any()
+    labels = method.train_labels
+    assert stats["boot_same_label"] == pytest.approx(
+        (labels[partners[bootstrapped]] == labels[bootstrapped]).float().mean().item())
+    # Neighbours come from the sample's own tight cluster.
+    assert stats["boot_same_label"] == 1.0
+
+
+def test_partners_depend_only_on_seed_epoch_and_state():
+    method, ctx = build(make_cfg(sampling_temperature=10.0))
+    method.on_train_start(ctx)
+    for epoch in range(2):
+        run_epoch(method, ctx, epoch)
+    twin, _ = build(make_cfg(sampling_temperature=10.0))
+    twin.load_state_dict(method.state_dict())
+    assert torch.equal(method.partners_for_epoch(5), twin.partners_for_epoch(5))
+    draws = {tuple(method.partners_for_epoch(epoch).tolist()) for epoch in range(5, 10)}
+    assert len(draws) > 1
+    assert partner_seed(0, 5) != partner_seed(0, 6) and partner_seed(0, 5) != partner_seed(1, 5)
+
+
+def test_state_dict_round_trip_restores_exactly():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    for epoch in range(3):
+        run_epoch(method, ctx, epoch)
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    restored, _ = build(make_cfg())
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    original, loaded = method.teacher_bank.state_dict(), restored.teacher_bank.state_dict()
+    for key, value in original.items():
+        assert torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else loaded[key] == value, key

@@ -1,0 +1,181 @@
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslgraph.config import Config
+from sslgraph.graph.export import load_graph
+from sslgraph.methods import build_method
+from sslgraph.methods.graph import STREAMS, GraphMethod, edge_same_class
+
+NUM_TRAIN, NUM_TEST, DIM, TOPK, EDGES, VISITS = 12, 4, 6, 4, 2, 2
+
+
+def make_cfg(**method) -> Config:
+    cfg = Config()
+    cfg.method.name = "graph"
+    cfg.method.topk, cfg.method.vote_window, cfg.method.edges_per_node = TOPK, VISITS, EDGES
+    for key, value in method.items():
+        setattr(cfg.method, key, value)
+    return cfg
+
+
+def clustered(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num) % 2
+    centres = F.normalize(torch.randn(2, DIM, generator=gen), dim=1)
+    return F.normalize(centres[labels] + 0.1 * torch.randn(num, DIM, generator=gen), dim=1), labels
+
+
+class FakeContext:
+    def __init__(self, cfg: Config, features: dict[tuple[str, str], torch.Tensor]) -> None:
+        self.cfg, self.device, self.features, self.calls = cfg, torch.device("cpu"), features, []
+
+    def embed(self, stream: str, split: str) -> torch.Tensor:
+        self.calls.append((stream, split))
+        return self.features[(stream, split)]
+
+
+def build(cfg: Config) -> tuple[GraphMethod, FakeContext]:
+    train_x, train_y = clustered(NUM_TRAIN, 0)
+    test_x, test_y = clustered(NUM_TEST, 1)
+    method = build_method(cfg, num_train=NUM_TRAIN, num_test=NUM_TEST, embed_dim=DIM, train_labels=train_y,
+                          test_labels=test_y, device=torch.device("cpu"))
+    features = {("teacher", "train"): train_x, ("student", "train"): train_x.flip(1),
+                ("teacher", "test"): test_x, ("student", "test"): test_x.flip(1)}
+    return method, FakeContext(cfg, features)
+
+
+def run_epoch(method: GraphMethod, ctx: FakeContext, epoch: int) -> dict[str, float]:
+    method.partners_for_epoch(epoch)
+    gen = torch.Generator().manual_seed(100 + epoch)
+    order = torch.randperm(NUM_TRAIN, generator=gen)
+    for start in range(0, NUM_TRAIN, 4):
+        idx = order[start:start + 4]
+        noise = 0.05 * torch.randn(len(idx), DIM, generator=gen)
+        method.after_step(indices=idx, teacher_feats=ctx.features[("teacher", "train")][idx] + noise,
+                          student_feats=ctx.features[("student", "train")][idx] + noise)
+    return method.on_epoch_end(ctx, epoch=epoch)
+
+
+def test_on_train_start_fills_both_banks():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    assert sorted(ctx.calls) == [("student", "train"), ("teacher", "train")]
+    for stream in STREAMS:
+        assert torch.equal(method.banks[stream].features, ctx.features[(stream, "train")])
+    assert method.student_bank.vote_window == 0
+
+
+def test_after_step_adds_nearest_non_self_edges_per_stream():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    before = {stream: method.banks[stream].features.clone() for stream in STREAMS}
+    idx = torch.tensor([0, 5, 9])
+    teacher = ctx.features[("teacher", "train")][idx]
+    student = torch.randn(3, DIM, generator=torch.Generator().manual_seed(3))
+    method.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    for stream, feats in (("teacher", teacher), ("student", student)):
+        sims = F.normalize(feats, dim=1) @ before[stream].T
+        sims[torch.arange(3), idx] = -2.0  # the node itself is never its own edge
+        expected = sims.topk(EDGES, dim=1).indices
+        graph = method.train_graphs[stream]
+        assert torch.equal(graph.slots[idx, 0], expected), stream
+        assert graph.visits.tolist() == [1 if i in idx.tolist() else 0 for i in range(NUM_TRAIN)]
+        assert (graph.slots[[1, 2, 3]] == -1).all()
+        torch.testing.assert_close(method.banks[stream].features[idx], F.normalize(feats, dim=1))
+
+
+def test_epoch_end_builds_the_held_out_graph_and_logs_edge_purity():
+    method, ctx = build(make_cfg(test_graph_every=1))
+    method.on_train_start(ctx)
+    stats = run_epoch(method, ctx, 0)
+    for stream in STREAMS:
+        test_feats = ctx.features[(stream, "test")]
+        expected = (test_feats @ method.banks[stream].features.T).topk(EDGES, dim=1).indices
+        graph = method.test_graphs[stream]
+        assert torch.equal(graph.slots[:, 0], expected)
+        assert torch.equal(method.test_features[stream], test_feats)
+        # Two tight clusters: every neighbour shares the node's label.
+        assert stats[f"{stream}_edge_same_class"] == 1.0
+        assert stats[f"{stream}_test_edge_same_class"] == 1.0
+    assert stats["boot_frac"] == 0.0
+
+
+def test_held_out_graph_follows_test_graph_every():
+    method, ctx = build(make_cfg(test_graph_every=2))
+    method.on_train_start(ctx)
+    stats = run_epoch(method, ctx, 0)
+    assert "teacher_test_edge_same_class" not in stats
+    assert method.test_features["teacher"] is None
+    run_epoch(method, ctx, 1)
+    assert method.test_graphs["teacher"].visits.tolist() == [1] * NUM_TEST
+
+
+def test_edge_same_class_counts_filled_slots_with_multiplicity():
+    slots = torch.tensor([[[1, -1], [1, 2]], [[-1, -1], [-1, -1]], [[0, 0], [-1, -1]]])
+    labels = torch.tensor([0, 0, 1])
+    # Node 0: neighbours 1, 1 (same), 2 (other); node 2: 0, 0 (other) -> 2 of 5.
+    assert edge_same_class(slots, node_labels=labels, neighbour_labels=labels) == pytest.approx(0.4)
+    assert edge_same_class(torch.full((2, 1, 1), -1), node_labels=labels, neighbour_labels=labels) is None
+
+
+@pytest.mark.parametrize("features", ["bank", "clean"])
+def test_export_writes_both_streams(tmp_path, features):
+    method, ctx = build(make_cfg(export_features=features))
+    method.on_train_start(ctx)
+    for epoch in range(3):
+        run_epoch(method, ctx, epoch)
+    paths = method.export_graphs(ctx, tmp_path / "graphs")
+    assert [p.name for p in paths] == ["teacher.pt", "student.pt"]
+    for stream, path in zip(STREAMS, paths):
+        data = load_graph(path)
+        train_x = (method.banks[stream].features if features == "bank" else ctx.features[(stream, "train")])
+        assert torch.equal(data.x[:NUM_TRAIN], train_x)
+        assert torch.equal(data.x[NUM_TRAIN:], ctx.features[(stream, "test")])
+        assert data.num_train == NUM_TRAIN
+        assert torch.equal(data.y, torch.cat([method.train_labels, method.test_labels]))
+        src, dst, weight = method.train_graphs[stream].edges()
+        expected = {(j, i, w) for j, i, w in zip(src.tolist(), dst.tolist(), weight.tolist())}
+        src, dst, weight = method.test_graphs[stream].edges()
+        expected |= {(j, i + NUM_TRAIN, w) for j, i, w in zip(src.tolist(), dst.tolist(), weight.tolist())}
+        exported = {(j, i, w) for (j, i), w in zip(data.edge_index.T.tolist(), data.edge_weight.tolist())}
+        assert exported == expected
+        assert data.edge_weight.max() <= VISITS
+
+
+def test_export_with_rebuilt_edges(tmp_path):
+    method, ctx = build(make_cfg(export_features="clean", export_rebuild_edges=True, test_graph_every=0))
+    method.on_train_start(ctx)
+    run_epoch(method, ctx, 0)
+    data = load_graph(method.export_graphs(ctx, tmp_path)[0])
+    x = ctx.features[("teacher", "train")]
+    sims = x @ x.T
+    sims.fill_diagonal_(-2)
+    expected = {(j, i) for i in range(NUM_TRAIN) for j in sims[i].topk(EDGES).indices.tolist()}
+    train_edges = data.edge_index[:, data.edge_index[1] < NUM_TRAIN]
+    assert set(map(tuple, train_edges.T.tolist())) == expected
+    assert (data.edge_weight == 1).all()
+    assert method.test_features["teacher"] is None  # a rebuild from clean features needs no held-out pass
+
+
+def test_state_dict_round_trip_restores_exactly():
+    method, ctx = build(make_cfg())
+    method.on_train_start(ctx)
+    for epoch in range(3):
+        run_epoch(method, ctx, epoch)
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    restored, _ = build(make_cfg())
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    for stream in STREAMS:
+        for a, b in ((method.banks[stream], restored.banks[stream]),
+                     (method.train_graphs[stream], restored.train_graphs[stream]),
+                     (method.test_graphs[stream], restored.test_graphs[stream])):
+            for key, value in a.state_dict().items():
+                other = b.state_dict()[key]
+                assert torch.equal(other, value) if isinstance(value, torch.Tensor) else other == value, key
+        assert torch.equal(restored.test_features[stream], method.test_features[stream])
+    assert torch.equal(method.partners_for_epoch(3), restored.partners_for_epoch(3))

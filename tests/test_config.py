@@ -1,0 +1,57 @@
+"""Presets load and validate; overrides, files and bad values give messages that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sslgraph.config import PRESETS, ConfigError, config_from_dict, load_config, resolve_data_root, to_dict
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_is_valid_and_round_trips(preset: str) -> None:
+    cfg = load_config(preset=preset)
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_paper_defaults_per_data_set() -> None:
+    c10, in100, in1k = (load_config(preset=p).method for p in ("cifar10", "imagenet100", "imagenet1k"))
+    assert (c10.topk, c10.vote_window, c10.edges_per_node, c10.sampling_temperature) == (10, 3, 5, 0.001)
+    assert (in100.topk, in100.vote_window, in100.edges_per_node, in100.sampling_temperature) == (3, 15, 1, 0.2)
+    assert (in1k.topk, in1k.vote_window, in1k.edges_per_node, in1k.sampling_temperature) == (3, 10, 1, 0.2)
+
+
+def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("optim:\n  epochs: 7\n  lr: 0.002\n")
+    cfg = load_config(preset="cifar10-cpu", config_file=file, overrides=["optim.epochs=9"], out_dir="x",
+                      data_root="/data")
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.out_dir, cfg.data.root) == (9, 0.002, "x", "/data")
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["method.topk=5", "method.edges_per_node=5"], "method.topk"),
+    (["model.backbone=resnet9000"], "model.backbone"),
+    (["optim.lr=0"], "optim.lr"),
+    (["optim.warmup_epochs=200"], "optim.warmup_epochs"),
+    (["aug.flip_p=1.5"], "aug.flip_p"),
+    (["refine.encoder=mlp"], "refine.encoder"),
+    (["method.name=simclr"], "method.name"),
+    (["optim.not_a_key=1"], "optim.not_a_key"),
+    (["optim.epochs=ten"], "optim.epochs"),
+    (["epochs10"], "key=value"),
+    (["model.patch_size=5"], "model.patch_size"),
+])
+def test_invalid_values_name_the_key(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(preset="cifar10-cpu", overrides=overrides)
+
+
+def test_data_root_from_environment_and_cifar_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "cifar10" / "train").mkdir(parents=True)
+    monkeypatch.setenv("SSLGRAPH_DATA", str(tmp_path))
+    assert resolve_data_root(load_config().data) == tmp_path / "cifar10"
+    monkeypatch.delenv("SSLGRAPH_DATA")
+    with pytest.raises(ConfigError, match="SSLGRAPH_DATA"):
+        resolve_data_root(load_config().data)
