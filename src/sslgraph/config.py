@@ -72,6 +72,9 @@ class AugConfig:
     solarize_p2: float = 0.2
     # Blur kernel as a fraction of the image side (odd size, at least 3 px).
     blur_kernel_frac: float = 0.1
+    # Largest blur sigma in pixels; None: 2.0 * image_size / 224, i.e. the reference's blur (sigma 0.1-2.0 on
+    # 224 px images) relative to the image, so 32 px images are not blurred seven times harder.
+    blur_sigma_max: Optional[float] = None
 
 
 @dataclass
@@ -128,7 +131,8 @@ class MethodConfig:
     bank_chunk_size: int = 65_536
     # Fill the banks with one embedding pass before training so epoch 0 does not rank against zeros.
     init_bank_pass: bool = True
-    # Build the held-out graph after every epoch (needed for export when features == "bank").
+    # Also build the held-out graph every N epochs for monitoring (0: only in the last V epochs, which the
+    # exported graph keeps anyway).
     test_graph_every: int = 1
     # Exported node features: "bank" (epoch-accumulated, as the reference) or "clean" (re-extracted).
     export_features: str = "clean"
@@ -350,6 +354,8 @@ def validate(cfg: Config) -> None:
     a = cfg.aug
     _check(0 < a.crop_scale_min <= a.crop_scale_max <= 1, "aug.crop_scale_min",
            f"need 0 < crop_scale_min <= crop_scale_max <= 1, got {a.crop_scale_min}, {a.crop_scale_max}")
+    _check(a.blur_sigma_max is None or a.blur_sigma_max > 0, "aug.blur_sigma_max",
+           f"must be positive or null, got {a.blur_sigma_max}")
     for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p1", "blur_p2", "solarize_p2"):
         val = getattr(a, name)
         _check(0.0 <= val <= 1.0, f"aug.{name}", f"probability must be in [0, 1], got {val}")

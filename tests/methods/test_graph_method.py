@@ -8,6 +8,7 @@ from sslgraph.config import Config
 from sslgraph.graph.export import load_graph
 from sslgraph.methods import build_method
 from sslgraph.methods.graph import STREAMS, GraphMethod, edge_same_class
+from tests.methods.fakes import FakeContext, clustered
 
 NUM_TRAIN, NUM_TEST, DIM, TOPK, EDGES, VISITS = 12, 4, 6, 4, 2, 2
 
@@ -21,25 +22,9 @@ def make_cfg(**method) -> Config:
     return cfg
 
 
-def clustered(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.arange(num) % 2
-    centres = F.normalize(torch.randn(2, DIM, generator=gen), dim=1)
-    return F.normalize(centres[labels] + 0.1 * torch.randn(num, DIM, generator=gen), dim=1), labels
-
-
-class FakeContext:
-    def __init__(self, cfg: Config, features: dict[tuple[str, str], torch.Tensor]) -> None:
-        self.cfg, self.device, self.features, self.calls = cfg, torch.device("cpu"), features, []
-
-    def embed(self, stream: str, split: str) -> torch.Tensor:
-        self.calls.append((stream, split))
-        return self.features[(stream, split)]
-
-
 def build(cfg: Config) -> tuple[GraphMethod, FakeContext]:
-    train_x, train_y = clustered(NUM_TRAIN, 0)
-    test_x, test_y = clustered(NUM_TEST, 1)
+    train_x, train_y = clustered(NUM_TRAIN, 0, dim=DIM)
+    test_x, test_y = clustered(NUM_TEST, 1, dim=DIM)
     method = build_method(cfg, num_train=NUM_TRAIN, num_test=NUM_TEST, embed_dim=DIM, train_labels=train_y,
                           test_labels=test_y, device=torch.device("cpu"))
     features = {("teacher", "train"): train_x, ("student", "train"): train_x.flip(1),

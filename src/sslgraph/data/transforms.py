@@ -17,7 +17,9 @@ from sslgraph.config import AugConfig, DataConfig
 
 # Solarisation threshold 128 on the uint8 scale, expressed on the [0, 1] float scale the pipeline works in.
 SOLARIZE_THRESHOLD = 128 / 255
+# Blur sigma range of the reference at its 224 px input; scaled to other sizes unless aug.blur_sigma_max is set.
 BLUR_SIGMA = (0.1, 2.0)
+BLUR_REFERENCE_SIZE = 224
 # ImageNet convention: resize to image_size / 0.875 (224 -> 256), then centre-crop image_size.
 IMAGENET_CROP_RATIO = 0.875
 
@@ -26,6 +28,12 @@ def blur_kernel_size(image_size: int, frac: float) -> int:
     """Odd Gaussian-blur kernel of about ``frac * image_size`` pixels, at least 3."""
     size = max(3, int(round(frac * image_size)))
     return size if size % 2 == 1 else size + 1
+
+
+def blur_sigma(aug: AugConfig, image_size: int) -> tuple[float, float]:
+    """Sigma range in pixels: the reference's range relative to the image side, or ``aug.blur_sigma_max``."""
+    top = aug.blur_sigma_max if aug.blur_sigma_max is not None else BLUR_SIGMA[1] * image_size / BLUR_REFERENCE_SIZE
+    return min(BLUR_SIGMA[0], top), top
 
 
 def _view(
@@ -44,7 +52,7 @@ def _view(
     if aug.grayscale_p > 0:
         steps.append(v2.RandomGrayscale(p=aug.grayscale_p))
     if blur_p > 0:
-        blur = v2.GaussianBlur(blur_kernel_size(image_size, aug.blur_kernel_frac), sigma=BLUR_SIGMA)
+        blur = v2.GaussianBlur(blur_kernel_size(image_size, aug.blur_kernel_frac), sigma=blur_sigma(aug, image_size))
         steps.append(v2.RandomApply([blur], p=blur_p))
     if solarize_p > 0:
         steps.append(v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=solarize_p))

@@ -33,7 +33,8 @@ from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, p
 from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule, teacher_temp_schedule
 from sslgraph.utils import dist
 from sslgraph.utils.io import append_jsonl, atomic_save, atomic_write_text, read_jsonl, safe_load, write_jsonl
-from sslgraph.utils.misc import progress, rng_state, seed_everything, set_rng_state
+from sslgraph.utils.misc import (configure_cpu_threads, cpu_threads, cpu_threads_for, progress, resolve_device,
+                                 rng_state, seed_everything, set_rng_state)
 
 Stream = Literal["teacher", "student"]
 Split = Literal["train", "test"]
@@ -196,14 +197,19 @@ class Trainer:
             backbone = (self.teacher if stream == "teacher" else self.student).backbone
             was_training = backbone.training
             backbone.eval()
-            try:
-                def fn(x: torch.Tensor) -> torch.Tensor:
-                    with self._autocast():
-                        return F.normalize(backbone(x).float(), dim=1)
 
-                self._embed_cache[key] = extract_features(
-                    fn, self.eval_sets[split], batch_size=self.cfg.monitor.eval_batch_size, device=self.device,
-                    num_workers=self.cfg.data.num_workers, desc=f"embed {stream}/{split}")
+            def fn(x: torch.Tensor) -> torch.Tensor:
+                with self._autocast():
+                    return F.normalize(backbone(x).float(), dim=1)
+
+            # Between epochs the training loader's workers are gone: on the CPU, inference takes every core.
+            on_cpu = self.device.type == "cpu"
+            threads = cpu_threads(cpu_threads_for(num_workers=0)) if on_cpu else nullcontext()
+            try:
+                with threads:
+                    self._embed_cache[key] = extract_features(
+                        fn, self.eval_sets[split], batch_size=self.cfg.monitor.eval_batch_size, device=self.device,
+                        num_workers=0 if on_cpu else self.cfg.data.num_workers, desc=f"embed {stream}/{split}")
             finally:
                 backbone.train(was_training)
         return self._embed_cache[key]
@@ -275,7 +281,6 @@ class Trainer:
                 record["knn_top1"] = self.knn_monitor()
             self.save_checkpoint(epoch)
             self._write_record(record)
-            self._embed_cache.clear()
 
         if self.cfg.method.name == "graph":
             paths = self.method.export_graphs(self, self.out_dir / "graphs")
@@ -285,7 +290,7 @@ class Trainer:
         return self.out_dir
 
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg, o = self.cfg, self.cfg.optim
+        o = self.cfg.optim
         self._embed_cache.clear()
         self.student.train()
         self.teacher.train()
@@ -298,43 +303,9 @@ class Trainer:
         start = time.perf_counter()
         bar = progress(self.loader, desc=f"epoch {epoch + 1}/{o.epochs}", total=self.iters_per_epoch)
         for step, (crop1, crop2, indices, _) in enumerate(bar):
-            it = epoch * self.iters_per_epoch + step
-            for group in self.optimizer.param_groups:
-                group["lr"] = float(self.lr_schedule[it])
-                group["weight_decay"] = float(self.wd_schedule[it]) if group["apply_wd"] else 0.0
-
-            batch = crop1.shape[0]
-            views = torch.cat([crop1, crop2]).to(self.device, non_blocking=True)
-            with self._autocast():
-                with torch.no_grad():
-                    teacher_feats, teacher_logits = self.teacher(views)
-                student_feats, student_logits = self.student_forward(views)
-                loss = dino_loss(student_logits.view(2, batch, -1), teacher_logits.view(2, batch, -1), self.center,
-                                 student_temp=o.student_temp, teacher_temp=float(self.teacher_temps[epoch]))
-
-            if not bool(dist.all_reduce_sum(torch.isfinite(loss).logical_not().float()) == 0):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {step}; stopping. The last good checkpoint "
-                    f"({self.checkpoint_path}) is intact: lower optim.lr, raise optim.clip_grad or use "
-                    f"optim.precision=fp32/bf16, then rerun with --resume.")
-
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if o.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.student, o.clip_grad)
-            cancel_last_layer_gradients(self.student.head, epoch=epoch, freeze_epochs=o.freeze_last_layer)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
-            with torch.no_grad():
-                self._update_teacher(float(self.momentum_schedule[it]))
-                batch_mean = dist.all_reduce_mean(teacher_batch_mean(teacher_logits.float().view(2, batch, -1)))
-                self.center = updated_center(self.center, batch_mean, momentum=o.center_momentum)
-                self.method.after_step(indices=indices.to(self.device), teacher_feats=teacher_feats[:batch].float(),
-                                       student_feats=student_feats[:batch].float())
+            loss = self.training_step(crop1, crop2, indices, epoch=epoch, step=step)
             loss_sum += loss.detach()
-            seen += batch
+            seen += crop1.shape[0]
         elapsed = time.perf_counter() - start
         mean_loss = float(dist.all_reduce_mean(loss_sum / max(self.iters_per_epoch, 1)))
         last_it = min((epoch + 1) * self.iters_per_epoch, len(self.lr_schedule)) - 1
@@ -348,6 +319,47 @@ class Trainer:
             "images_per_sec": seen * dist.world_size() / max(elapsed, 1e-9),
             "epoch_seconds": elapsed,
         }
+
+    def training_step(self, crop1: torch.Tensor, crop2: torch.Tensor, indices: torch.Tensor, *, epoch: int,
+                      step: int) -> torch.Tensor:
+        """One iteration: schedules, teacher/student forward, DINO loss, update, EMA, centre, method hook."""
+        o = self.cfg.optim
+        it = epoch * self.iters_per_epoch + step
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr_schedule[it])
+            group["weight_decay"] = float(self.wd_schedule[it]) if group["apply_wd"] else 0.0
+
+        batch = crop1.shape[0]
+        views = torch.cat([crop1, crop2]).to(self.device, non_blocking=True)
+        with self._autocast():
+            with torch.no_grad():
+                teacher_feats, teacher_logits = self.teacher(views)
+            student_feats, student_logits = self.student_forward(views)
+            loss = dino_loss(student_logits.view(2, batch, -1), teacher_logits.view(2, batch, -1), self.center,
+                             student_temp=o.student_temp, teacher_temp=float(self.teacher_temps[epoch]))
+
+        if not bool(dist.all_reduce_sum(torch.isfinite(loss).logical_not().float()) == 0):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {step}; stopping. The last good checkpoint "
+                f"({self.checkpoint_path}) is intact: lower optim.lr, raise optim.clip_grad or use "
+                f"optim.precision=fp32/bf16, then rerun with --resume.")
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if o.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients(self.student, o.clip_grad)
+        cancel_last_layer_gradients(self.student.head, epoch=epoch, freeze_epochs=o.freeze_last_layer)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+        with torch.no_grad():
+            self._update_teacher(float(self.momentum_schedule[it]))
+            batch_mean = dist.all_reduce_mean(teacher_batch_mean(teacher_logits.float().view(2, batch, -1)))
+            self.center = updated_center(self.center, batch_mean, momentum=o.center_momentum)
+            self.method.after_step(indices=indices.to(self.device), teacher_feats=teacher_feats[:batch].float(),
+                                   student_feats=student_feats[:batch].float())
+        return loss
 
     @torch.no_grad()
     def _update_teacher(self, momentum: float) -> None:
@@ -397,11 +409,11 @@ class Trainer:
 
 def pretrain(cfg: Config, *, resume: bool = False) -> Path:
     """Run (or resume) stage A as configured; under ``torchrun`` every process calls this."""
-    from sslgraph.utils.misc import resolve_device
-
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        configure_cpu_threads(num_workers=cfg.data.num_workers)
     dist.init_distributed(device)
     try:
         return Trainer(cfg, device=device).fit(resume=resume)

@@ -2,7 +2,9 @@
 
 Each training step, every visited image gets ``E`` edges per stream to its ``E`` nearest other images in
 that stream's bank (searched before the update). Every ``test_graph_every`` epochs each held-out image is
-embedded clean by each stream and linked to its ``E`` nearest training images. At the end, each stream's
+embedded clean by each stream and linked to its ``E`` nearest training images; since a node keeps only its
+last ``V`` visits, the held-out graph is always built in the last ``V`` epochs, whatever ``test_graph_every``
+says (0 = only then), so the exported graph is complete at no extra cost. At the end, each stream's
 graph is written as a PyG ``Data`` (see :mod:`sslgraph.graph.export` for the edge convention).
 """
 
@@ -81,10 +83,11 @@ class GraphMethod(AdaSim):
     def on_epoch_end(self, ctx: TrainContext, *, epoch: int) -> dict[str, float]:
         stats = super().on_epoch_end(ctx, epoch=epoch)
         every = self.cfg.method.test_graph_every
+        in_last_window = epoch >= self.cfg.optim.epochs - self.cfg.method.vote_window
         train_labels = self.train_labels.to(self.device)
         test_labels = self.test_labels.to(self.device)
         for stream in STREAMS:
-            if every and (epoch + 1) % every == 0:
+            if in_last_window or (every and (epoch + 1) % every == 0):
                 self.visit_test(ctx, stream)
             shares = {
                 f"{stream}_edge_same_class": edge_same_class(

@@ -12,7 +12,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
-from torchvision.models.resnet import ResNet
+from torchvision.models.resnet import BasicBlock, ResNet
 
 
 class Backbone(nn.Module):
@@ -126,9 +126,31 @@ def _resnet_factory(constructor: Callable[..., ResNet]) -> BackboneFactory:
     def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
               cifar_stem: bool = False) -> Backbone:
         """ResNets take any image size and have no patches or stochastic depth: only ``cifar_stem`` applies."""
-        return ResNetBackbone(net=constructor(weights=None), cifar_stem=cifar_stem)
+        net = constructor() if constructor is narrow_resnet18 else constructor(weights=None)
+        return ResNetBackbone(net=net, cifar_stem=cifar_stem)
 
     return build
+
+
+def narrow_resnet18(*, base_width: int = 16) -> ResNet:
+    """ResNet-18's layout (four stages of two basic blocks) with ``base_width``..``8 * base_width`` channels.
+
+    At a quarter of the width it costs about as much as ``vit_mini`` at 32 px, which makes it a convolutional
+    choice for CPU runs; batch normalisation and locality make it learn quickly from few images.
+    """
+    net = resnet18(weights=None)
+    net.inplanes = base_width
+    net.conv1 = nn.Conv2d(3, base_width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(base_width)
+    net.layer1 = net._make_layer(BasicBlock, base_width, 2)
+    net.layer2 = net._make_layer(BasicBlock, 2 * base_width, 2, stride=2)
+    net.layer3 = net._make_layer(BasicBlock, 4 * base_width, 2, stride=2)
+    net.layer4 = net._make_layer(BasicBlock, 8 * base_width, 2, stride=2)
+    net.fc = nn.Linear(8 * base_width, 1000)
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return net
 
 
 # Every factory takes the keyword arguments of :func:`build_backbone`.
@@ -137,6 +159,7 @@ BACKBONES: dict[str, BackboneFactory] = {
     "vit_tiny": _vit_factory(embed_dim=192, depth=12, num_heads=3),
     "vit_small": _vit_factory(embed_dim=384, depth=12, num_heads=6),
     "vit_base": _vit_factory(embed_dim=768, depth=12, num_heads=12),
+    "resnet_mini": _resnet_factory(narrow_resnet18),
     "resnet18": _resnet_factory(resnet18),
     "resnet50": _resnet_factory(resnet50),
 }
