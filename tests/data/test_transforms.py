@@ -5,7 +5,7 @@ import torch
 
 from sslgraph.config import AugConfig, DataConfig
 from sslgraph.data import TwoCropTransform, eval_transform
-from sslgraph.data.transforms import blur_kernel_size
+from sslgraph.data.transforms import blur_kernel_size, blur_sigma
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.2, 0.25, 0.3]
@@ -62,9 +62,18 @@ def test_blur_p1_always_blurs_crop1_and_blur_p2_zero_keeps_crop2():
     x = torch.zeros(3, 9, 9, dtype=torch.uint8)
     x[:, ::2, ::2] = 255
     torch.manual_seed(0)
-    crop1, crop2 = TwoCropTransform(plain_aug(blur_p1=1.0), image_size=9, mean=MEAN, std=STD)(x, x)
+    aug = plain_aug(blur_p1=1.0, blur_sigma_max=2.0)
+    crop1, crop2 = TwoCropTransform(aug, image_size=9, mean=MEAN, std=STD)(x, x)
     torch.testing.assert_close(crop2, normalised(x))
     assert crop1.std() < normalised(x).std()
+
+
+def test_blur_sigma_is_the_reference_range_relative_to_224_px_unless_set():
+    assert blur_sigma(AugConfig(), 224) == (0.1, 2.0)
+    low, high = blur_sigma(AugConfig(), 32)
+    assert high == pytest.approx(2.0 * 32 / 224) and low == 0.1
+    assert blur_sigma(AugConfig(blur_sigma_max=1.5), 32) == (0.1, 1.5)
+    assert blur_sigma(AugConfig(blur_sigma_max=0.05), 32) == (0.05, 0.05)
 
 
 def test_grayscale_makes_channels_equal_before_normalising():

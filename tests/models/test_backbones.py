@@ -9,6 +9,7 @@ EXPECTED_DIMS = {
     "vit_tiny": 192,
     "vit_small": 384,
     "vit_base": 768,
+    "resnet_mini": 128,
     "resnet18": 512,
     "resnet50": 2048,
 }
