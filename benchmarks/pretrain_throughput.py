@@ -78,7 +78,8 @@ def main() -> None:
 
     rows = {name: measure(overrides, batch=args.batch, steps=args.steps, device=args.device)
             for name, overrides in CASES.items()}
-    header = f"{'backbone':34s} {'params(M)':>9s} {'step img/s':>11s} {'bare fwd+bwd img/s':>19s} {'step/bare':>9s} {'bank+graph':>10s}"
+    header = (f"{'backbone':34s} {'params(M)':>9s} {'step img/s':>11s} {'bare fwd+bwd img/s':>19s} "
+              f"{'step/bare':>9s} {'bank+graph':>10s}")
     print(header)
     print("-" * len(header))
     for name, row in rows.items():

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"
@@ -342,7 +342,8 @@ def validate(cfg: Config) -> None:
     d, m, o, me, mo, r, e, v = cfg.data, cfg.model, cfg.optim, cfg.method, cfg.monitor, cfg.refine, cfg.eval, cfg.viz
     _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"), "device",
            f"must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    _check(d.dataset in ("cifar10", "imagefolder"), "data.dataset", f"must be cifar10 or imagefolder, got {d.dataset!r}")
+    _check(d.dataset in ("cifar10", "imagefolder"), "data.dataset",
+           f"must be cifar10 or imagefolder, got {d.dataset!r}")
     _check(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
     _check(d.cache in ("auto", "always", "never"), "data.cache", f"must be auto, always or never, got {d.cache!r}")
     _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
@@ -428,7 +429,8 @@ def validate(cfg: Config) -> None:
     _check(len(r.num_neighbors) == r.num_layers, "refine.num_neighbors",
            f"needs one fan-out per layer ({r.num_layers}), got {list(r.num_neighbors)}")
 
-    _check(len(e.knn_ks) > 0 and all(k >= 1 for k in e.knn_ks), "eval.knn_ks", f"need positive k values, got {e.knn_ks}")
+    _check(len(e.knn_ks) > 0 and all(k >= 1 for k in e.knn_ks), "eval.knn_ks",
+           f"need positive k values, got {e.knn_ks}")
     _check(e.probe_seeds >= 1, "eval.probe_seeds", f"must be >= 1, got {e.probe_seeds}")
     _check(e.probe_steps >= 1, "eval.probe_steps", f"must be >= 1, got {e.probe_steps}")
     _check(v.embed_samples >= 10, "viz.embed_samples", f"must be >= 10, got {v.embed_samples}")

@@ -131,7 +131,8 @@ class Trainer:
         self.teacher.requires_grad_(False)
         self.student_ddp: nn.Module = self.student
         if dist.is_dist():
-            self.student_ddp = DistributedDataParallel(self.student, device_ids=[device.index] if device.type == "cuda" else None)
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.student_ddp = DistributedDataParallel(self.student, device_ids=device_ids)
         self.student_forward: nn.Module = torch.compile(self.student_ddp) if cfg.optim.compile else self.student_ddp
         self.embed_dim = self.student.backbone.embed_dim
 
@@ -374,7 +375,8 @@ class Trainer:
         train = self.embed("teacher", "train")
         labels = self.train_base.targets.to(self.device)
         if mo.knn_train_subset is not None and mo.knn_train_subset < len(train):
-            keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.cfg.seed))[:mo.knn_train_subset]
+            generator = torch.Generator().manual_seed(self.cfg.seed)
+            keep = torch.randperm(len(train), generator=generator)[:mo.knn_train_subset]
             train, labels = train[keep.to(self.device)], labels[keep.to(self.device)]
         accuracy = knn_accuracy(train, labels, self.embed("teacher", "test"), self.test_base.targets.to(self.device),
                                 ks=[mo.knn_k], temperature=mo.knn_temperature)

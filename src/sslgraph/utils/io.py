@@ -35,7 +35,8 @@ def _atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise CheckpointError(f"could not write {target}: {err.strerror or err}; the previous file is intact") from err
+            raise CheckpointError(
+                f"could not write {target}: {err.strerror or err}; the previous file is intact") from err
         raise
     return target
 
