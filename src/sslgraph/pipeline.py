@@ -15,7 +15,7 @@ from typing import Any
 
 from sslgraph.config import Config
 from sslgraph.utils.io import atomic_write_text, safe_load
-from sslgraph.utils.misc import configure_cpu_threads, resolve_device
+from sslgraph.utils.misc import resolve_device
 
 STAGES = ("pretrain", "export", "refine", "evaluate", "visualize", "report")
 STATE_NAME = "pipeline.json"
@@ -76,8 +76,6 @@ def run_pipeline(cfg: Config, *, from_stage: str | None = None) -> Path:
             print(f"[sslgraph] stage {stage}: done already, skipped", flush=True)
             continue
         print(f"[sslgraph] stage {stage}: running", flush=True)
-        if device.type == "cpu":
-            configure_cpu_threads(num_workers=0)  # pretraining narrows the threads for its loader workers
         start = time.perf_counter()
         actions[stage]()
         state["stages"][stage] = {"seconds": round(time.perf_counter() - start, 2), "finished": time.time()}

@@ -33,8 +33,8 @@ from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, p
 from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule, teacher_temp_schedule
 from sslgraph.utils import dist
 from sslgraph.utils.io import append_jsonl, atomic_save, atomic_write_text, read_jsonl, safe_load, write_jsonl
-from sslgraph.utils.misc import (configure_cpu_threads, cpu_threads, cpu_threads_for, progress, resolve_device,
-                                 rng_state, seed_everything, set_rng_state)
+from sslgraph.utils.misc import (cpu_threads, cpu_threads_for, progress, resolve_device, rng_state, seed_everything,
+                                 set_rng_state)
 
 Stream = Literal["teacher", "student"]
 Split = Literal["train", "test"]
@@ -414,11 +414,12 @@ def pretrain(cfg: Config, *, resume: bool = False) -> Path:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        configure_cpu_threads(num_workers=cfg.data.num_workers)
+    # On the CPU the loader workers get cores of their own; the caller's thread count is restored afterwards.
+    threads = cpu_threads(cpu_threads_for(num_workers=cfg.data.num_workers)) if device.type == "cpu" else nullcontext()
     dist.init_distributed(device)
     try:
-        return Trainer(cfg, device=device).fit(resume=resume)
+        with threads:
+            return Trainer(cfg, device=device).fit(resume=resume)
     finally:
         dist.destroy_distributed()
 

@@ -7,6 +7,7 @@ evaluation code never need to know which family they hold. Weights are always ra
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -122,12 +123,11 @@ def _vit_factory(*, embed_dim: int, depth: int, num_heads: int) -> BackboneFacto
     return build
 
 
-def _resnet_factory(constructor: Callable[..., ResNet]) -> BackboneFactory:
+def _resnet_factory(constructor: Callable[[], ResNet]) -> BackboneFactory:
     def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
               cifar_stem: bool = False) -> Backbone:
         """ResNets take any image size and have no patches or stochastic depth: only ``cifar_stem`` applies."""
-        net = constructor() if constructor is narrow_resnet18 else constructor(weights=None)
-        return ResNetBackbone(net=net, cifar_stem=cifar_stem)
+        return ResNetBackbone(net=constructor(), cifar_stem=cifar_stem)
 
     return build
 
@@ -160,8 +160,8 @@ BACKBONES: dict[str, BackboneFactory] = {
     "vit_small": _vit_factory(embed_dim=384, depth=12, num_heads=6),
     "vit_base": _vit_factory(embed_dim=768, depth=12, num_heads=12),
     "resnet_mini": _resnet_factory(narrow_resnet18),
-    "resnet18": _resnet_factory(resnet18),
-    "resnet50": _resnet_factory(resnet50),
+    "resnet18": _resnet_factory(partial(resnet18, weights=None)),
+    "resnet50": _resnet_factory(partial(resnet50, weights=None)),
 }
 
 

@@ -47,12 +47,6 @@ def cpu_threads_for(*, num_workers: int) -> int:
     return max(1, cores // local_processes - num_workers)
 
 
-def configure_cpu_threads(*, num_workers: int) -> int:
-    threads = cpu_threads_for(num_workers=num_workers)
-    torch.set_num_threads(threads)
-    return threads
-
-
 @contextmanager
 def cpu_threads(threads: int) -> Iterator[None]:
     """Temporarily use ``threads`` intra-op threads (e.g. all cores for inference between epochs)."""
