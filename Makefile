@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OUT ?= runs/cifar10-cpu
 export SSLGRAPH_DATA
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run test test-slow bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_throughput.py
 	$(BIN)/python benchmarks/graph_update.py
 	$(BIN)/python benchmarks/refine.py
+
+# Time to accuracy against lightly's SimCLR (about 35 minutes on 2 cores). lightly is no dependency of sslgraph:
+# it is installed here, and omegaconf is put back to sslgraph's pin afterwards (lightly's hydra-core asks for
+# omegaconf < 2.4, which sslgraph's typed choices need; lightly's losses and transforms do not use it).
+bench-peer: $(STAMP)
+	$(BIN)/pip install --quiet 'lightly==1.6.0'
+	$(BIN)/pip install --quiet 'omegaconf==2.4.0'
+	$(BIN)/python benchmarks/time_to_accuracy.py --data-root "$(SSLGRAPH_DATA)"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

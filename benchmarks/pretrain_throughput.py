@@ -1,15 +1,17 @@
-"""Images/s of the pretraining step next to the bare forward+backward of the same backbone on the same batch.
+"""Images/s of the real pretraining loop (data included) next to the bare forward+backward it runs on.
 
-The training step (``Trainer.training_step``) runs the teacher forward, the student forward and backward,
-the DINO loss, gradient clipping, the optimiser, the EMA teacher update, the centre update and the graph
-method's bank and graph updates. The bare step is the student backbone alone, forward and backward on the
-same two views: the ceiling the loop can approach. Data loading is excluded from both (a fixed batch).
-The last column is the share of the step spent in the graph method's bank search, bank update and graph
-update (``method.after_step``) for the CPU preset's settings.
+- loop: what ``Trainer.train_one_epoch`` does per step — gather the uint8 batch, make both views on the
+  device (:class:`~sslgraph.data.batch_aug.BatchAugment`), teacher forward where needed, student forward,
+  the objective's loss, backward, optimiser, EMA, and the method's hooks — timed over real batches.
+- bare: the student's backbone + head forward, the same loss and backward, on one fixed batch of views: the
+  ceiling the loop can approach. ``loop/bare`` is the share of that ceiling the loop reaches.
+- graph overhead: the ``graph`` method's loop (teacher crop-1 features for its bank, bank searches and
+  updates over all N training images, FIFO graph updates) against the ``dino`` method's loop, same objective.
 
-    SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--batch 64] [--steps 5]
+    SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--steps 10] [--device cuda]
 
-Prints a table and writes benchmarks/results/pretrain_throughput.json.
+Prints a table and writes benchmarks/results/pretrain_throughput.json. On a GPU the same script measures the
+GPU path; MFU there is the achieved FLOP/s over the device's bf16 peak (``--peak-tflops``).
 """
 
 from __future__ import annotations
@@ -23,71 +25,93 @@ from pathlib import Path
 import torch
 
 from sslgraph.config import load_config
-from sslgraph.methods.base import Trainer
-
-CASES = {
-    "vit_mini/8 (cifar10-cpu preset)": ["model.backbone=vit_mini", "model.patch_size=8"],
-    "vit_tiny/4": ["model.backbone=vit_tiny", "model.patch_size=4"],
-    "resnet18 (cifar stem)": ["model.backbone=resnet18", "model.cifar_stem=true"],
-}
+from sslgraph.training.trainer import Trainer
 
 
-def timed(fn, *, steps: int, warmup: int = 1) -> float:
+def timed(fn, *, steps: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
-def measure(overrides: list[str], *, batch: int, steps: int, device: str) -> dict[str, float]:
-    cfg = load_config(preset="cifar10-cpu", overrides=[
-        *overrides, f"optim.batch_size={batch}", "data.train_subset=1000", "data.test_subset=100",
-        "data.num_workers=0", f"device={device}", "out_dir=/tmp/sslgraph-bench"])
-    trainer = Trainer(cfg, device=torch.device(device))
-    crop1, crop2, indices, _ = next(iter(trainer.loader))
+def loop_seconds(trainer: Trainer, *, steps: int) -> float:
+    """Seconds per step of the loop body over consecutive real batches of epoch 1."""
     trainer.student.train()
-    step_seconds = timed(lambda: trainer.training_step(crop1, crop2, indices, epoch=1, step=0), steps=steps)
+    trainer.teacher.train()
+    trainer.sampler.set_epoch(1)
+    batches = iter(trainer.batches)
+    counter = iter(range(10**9))
 
-    backbone = trainer.student.backbone
-    views = torch.cat([crop1, crop2]).to(device)
+    def step() -> None:
+        views, indices = trainer._views(next(batches), epoch=1)
+        trainer.training_step(views, indices, epoch=1, step=next(counter))
 
-    def bare() -> None:
-        backbone.zero_grad(set_to_none=True)
-        backbone(views).sum().backward()
+    return timed(step, steps=steps)
 
-    bare_seconds = timed(bare, steps=steps)
+
+def bare_seconds(trainer: Trainer, *, steps: int) -> float:
+    """Student forward, the objective's loss and backward on one fixed batch of views."""
+    views, indices = trainer._views(next(iter(trainer.batches)), epoch=1)
+    inputs = torch.cat(views)
+    if trainer.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    batch = indices.shape[0]
     with torch.no_grad():
-        feats = trainer.teacher.backbone(crop1.to(device)).float()
-    graph_seconds = timed(lambda: trainer.method.after_step(indices=indices.to(device), teacher_feats=feats,
-                                                            student_feats=feats), steps=steps)
-    params = sum(p.numel() for p in backbone.parameters()) / 1e6
-    return {"backbone_params_m": round(params, 2), "step_images_per_s": batch / step_seconds,
-            "bare_fwd_bwd_images_per_s": batch / bare_seconds, "step_over_bare": bare_seconds / step_seconds,
-            "bank_graph_share_of_step": graph_seconds / step_seconds}
+        teacher_out = trainer.teacher(inputs)[1].view(2, batch, -1) if trainer.objective.needs_teacher else None
+
+    def step() -> None:
+        trainer.student.zero_grad(set_to_none=True)
+        with trainer._autocast():
+            out = trainer.student(inputs)[1].view(2, batch, -1)
+            loss = trainer.objective.loss(out, teacher_out, epoch=1)
+        loss.backward()
+
+    return timed(step, steps=steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=64, help="images per step (two views each)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per case")
+    parser.add_argument("--preset", default="cifar10-cpu")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak, for MFU (GPU)")
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput.json"))
     args = parser.parse_args()
 
-    rows = {name: measure(overrides, batch=args.batch, steps=args.steps, device=args.device)
-            for name, overrides in CASES.items()}
-    header = (f"{'backbone':34s} {'params(M)':>9s} {'step img/s':>11s} {'bare fwd+bwd img/s':>19s} "
-              f"{'step/bare':>9s} {'bank+graph':>10s}")
-    print(header)
-    print("-" * len(header))
+    rows = {}
+    for method in ("dino", "graph"):
+        cfg = load_config(preset=args.preset, overrides=[*args.overrides, f"method.name={method}",
+                                                          f"device={args.device}", "out_dir=/tmp/sslgraph-bench"])
+        trainer = Trainer(cfg, device=torch.device(args.device))
+        batch = cfg.optim.batch_size
+        loop = loop_seconds(trainer, steps=args.steps)
+        row = {"n_train": len(trainer.train_base), "batch": batch, "loop_images_per_s": batch / loop}
+        if method == "dino":
+            bare = bare_seconds(trainer, steps=args.steps)
+            row.update(bare_images_per_s=batch / bare, loop_over_bare=bare / loop)
+        rows[method] = row
+        del trainer
+    rows["graph"]["graph_overhead"] = rows["dino"]["loop_images_per_s"] / rows["graph"]["loop_images_per_s"] - 1
+
+    print(f"{'method':8s} {'N':>7s} {'batch':>5s} {'loop img/s':>10s} {'bare img/s':>10s} {'loop/bare':>9s} "
+          f"{'vs dino':>8s}")
     for name, row in rows.items():
-        print(f"{name:34s} {row['backbone_params_m']:9.2f} {row['step_images_per_s']:11.1f} "
-              f"{row['bare_fwd_bwd_images_per_s']:19.1f} {row['step_over_bare']:9.2f} "
-              f"{100 * row['bank_graph_share_of_step']:9.2f}%")
-    result = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "steps": args.steps,
-              "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "results": rows}
+        bare = f"{row['bare_images_per_s']:10.1f}" if "bare_images_per_s" in row else f"{'':10s}"
+        ratio = f"{row['loop_over_bare']:9.2f}" if "loop_over_bare" in row else f"{'':9s}"
+        extra = f"{100 * row['graph_overhead']:+7.1f}%" if "graph_overhead" in row else ""
+        print(f"{name:8s} {row['n_train']:7d} {row['batch']:5d} {row['loop_images_per_s']:10.1f} {bare} {ratio} "
+              f"{extra:>8s}")
+    result = {"preset": args.preset, "overrides": args.overrides, "device": args.device,
+              "threads": torch.get_num_threads(), "steps": args.steps, "torch": torch.__version__,
+              "machine": platform.processor() or platform.machine(), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out}")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sslgraph.config import PRESETS, ConfigError, config_from_dict, load_config, resolve_data_root, to_dict
+from sslgraph.config import (PRESETS, Config, ConfigError, config_from_dict, load_config, resolve_data_root, to_dict,
+                             validate)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -31,7 +32,6 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    (["method.topk=5", "method.edges_per_node=5"], "method.topk"),
     (["model.backbone=resnet9000"], "model.backbone"),
     (["optim.lr=0"], "optim.lr"),
     (["optim.warmup_epochs=200"], "optim.warmup_epochs"),
@@ -41,11 +41,39 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
     (["optim.not_a_key=1"], "optim.not_a_key"),
     (["optim.epochs=ten"], "optim.epochs"),
     (["epochs10"], "key=value"),
-    (["model.patch_size=5"], "model.patch_size"),
+    (["=3"], "key=value"),
+    (["model.backbone=vit_mini", "model.patch_size=5"], "model.patch_size"),
+    (["eval.knn_ks=["], "eval.knn_ks: cannot read the value '\\['"),
+    (["optim.min_lr=1"], "optim.min_lr"),
+    (["data.cache=sometimes"], "data.cache"),
 ])
 def test_invalid_values_name_the_key(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(preset="cifar10-cpu", overrides=overrides)
+
+
+def test_overrides_apply_in_order_and_parse_yaml_values() -> None:
+    cfg = load_config(overrides=["eval.knn_ks=[1,2]", "optim.epochs=3", "optim.epochs=40", "data.train_subset=null"])
+    assert (cfg.eval.knn_ks, cfg.optim.epochs, cfg.data.train_subset) == ([1, 2], 40, None)
+
+
+def test_saved_values_are_the_base_of_later_layers(tmp_path: Path) -> None:
+    saved = to_dict(load_config(preset="cifar10-cpu", overrides=["refine.encoder=gat", "model.backbone=vit_small"]))
+    cfg = load_config(base=saved, overrides=["refine.num_layers=3", "refine.num_neighbors=[5,5,5]"])
+    assert (cfg.refine.encoder, cfg.refine.num_layers, cfg.model.backbone) == ("gat", 3, "vit_small")
+    with pytest.raises(ConfigError, match="refine.encoder"):
+        load_config(base=dict(saved, refine=dict(saved["refine"], encoder="mlp")))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: [1,\n")
+    with pytest.raises(ConfigError, match="--config: cannot read"):
+        load_config(config_file=broken)
+
+
+def test_validate_checks_choices_of_a_config_built_in_code() -> None:
+    cfg = Config()
+    cfg.refine.jk = "sum"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="refine.jk: must be one of last, max, cat, mean, got 'sum'"):
+        validate(cfg)
 
 
 def test_data_root_from_environment_and_cifar_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

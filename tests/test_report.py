@@ -1,11 +1,11 @@
-import json
+"""The report library: every metric in both renderings, summary rows, timings, figures."""
 
-import pytest
+from pathlib import Path
+
 from PIL import Image
 
-from sslgraph.config import Config, to_yaml
-from sslgraph.report import exact, flatten, write_report
-from sslgraph.utils.io import append_jsonl
+from sslgraph.config import Config, to_dict
+from sslgraph.report import ReportInputs, exact, flatten, render_html, render_markdown, report_blocks
 
 
 def _metrics() -> dict:
@@ -39,23 +39,22 @@ def _metrics() -> dict:
     }
 
 
-@pytest.fixture()
-def run_dir(tmp_path):
-    (tmp_path / "metrics.json").write_text(json.dumps(_metrics()))
-    (tmp_path / "config.yaml").write_text(to_yaml(Config()))
-    append_jsonl(tmp_path / "log.jsonl", {"epoch": -1, "knn_top1": 11.0})
-    for epoch in range(2):
-        append_jsonl(tmp_path / "log.jsonl", {"epoch": epoch, "loss": 4.0 - epoch, "knn_top1": 30.0 + epoch,
-                                              "epoch_seconds": 10.0, "images_per_sec": 50.0})
-    append_jsonl(tmp_path / "refine_log.jsonl", {"epoch": 0, "loss": 0.5, "seconds": 1.5})
-    (tmp_path / "figures").mkdir()
+def inputs(tmp_path: Path, **changes) -> ReportInputs:
+    (tmp_path / "figures").mkdir(exist_ok=True)
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "figures" / "embedding_tsne.png")
-    return tmp_path
+    log = [{"epoch": -1, "knn_top1": 11.0}]
+    log += [{"epoch": epoch, "loss": 4.0 - epoch, "knn_top1": 30.0 + epoch, "epoch_seconds": 10.0,
+             "images_per_sec": 50.0} for epoch in range(2)]
+    values = dict(title="demo", metrics=_metrics(), config=to_dict(Config()), stage_seconds={"pretrain": 12.5},
+                  pretrain_log=log, refine_log=[{"epoch": 0, "loss": 0.5, "seconds": 1.5}],
+                  figures=[Path("figures/embedding_tsne.png")])
+    values.update(changes)
+    return ReportInputs(**values)
 
 
-def test_report_contains_every_metric_value(run_dir):
-    md_path, html_path = write_report(run_dir)
-    md, page = md_path.read_text(), html_path.read_text()
+def test_report_contains_every_metric_value(tmp_path):
+    blocks = report_blocks(inputs(tmp_path))
+    md, page = render_markdown(blocks), render_html(blocks, tmp_path)
     leaves = flatten(_metrics())
     assert len(leaves) > 30
     for key, value in leaves:
@@ -63,22 +62,22 @@ def test_report_contains_every_metric_value(run_dir):
         assert exact(value).replace("\"", "&quot;") in page or exact(value) in page, key
 
 
-def test_report_summary_timings_and_figures(run_dir):
-    md_path, html_path = write_report(run_dir)
-    md, page = md_path.read_text(), html_path.read_text()
+def test_report_summary_timings_and_figures(tmp_path):
+    blocks = report_blocks(inputs(tmp_path))
+    md, page = render_markdown(blocks), render_html(blocks, tmp_path)
+    assert md.startswith("# sslgraph run: demo")
     assert "| nodes: refined (GNN) | 1536 | 63.56 | 64.88 | 66.03 ± 0.43 (logistic, 3 seeds) |" in md
     assert "| backbone: teacher | 192 | 55.50 | 56.12 | 61.06 (SGD probe) |" in md
-    assert "20.0 s (10.0 s/epoch)" in md and "11.00 / 31.00" in md
+    assert "20.0 s (10.0 s/epoch)" in md and "11.00 / 31.00" in md and "| stage pretrain | 12.5 s |" in md
+    assert "| method.name | graph |" in md
     assert "![embedding tsne](figures/embedding_tsne.png)" in md
     assert "data:image/png;base64," in page and 'src="figures/' not in page
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
 
 
-def test_report_without_metrics_says_so(tmp_path):
-    md_path, _ = write_report(tmp_path)
-    assert "No metrics.json yet" in md_path.read_text()
-    with pytest.raises(FileNotFoundError, match="run directory"):
-        write_report(tmp_path / "missing")
+def test_report_says_what_is_missing(tmp_path):
+    md = render_markdown(report_blocks(ReportInputs(title="empty")))
+    assert "No metrics yet" in md and "No saved configuration" in md and "No training logs" in md
 
 
 def test_flatten_and_exact():

@@ -1,9 +1,10 @@
-"""``RUN/report.md`` and a self-contained ``RUN/report.html`` from a run directory's files.
+"""A run's report as Markdown and as a self-contained HTML page, from its metrics, config, logs and figures.
 
 The report is assembled once as a list of blocks (headings, paragraphs, tables, figures) and rendered twice,
 so the Markdown and the HTML always say the same thing. A summary table puts every feature set's kNN and
-linear accuracy side by side; a final table lists every number in ``metrics.json`` with its full key, so
-nothing measured is left out of the report.
+linear accuracy side by side; a final table lists every measured number with its full key, so nothing
+measured is left out of the report. The run layer (:mod:`sslgraph.run.report`) gathers the inputs from a run
+directory and writes the two files.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sslgraph.utils.io import atomic_write_text, read_jsonl
 
 CONFIG_SUMMARY_KEYS = (
     "data.dataset", "data.train_subset", "data.test_subset", "data.image_size",
@@ -69,15 +67,31 @@ class Table:
 
 @dataclass
 class FigureBlock:
-    path: Path  # relative to the run directory
+    path: Path  # relative to the directory the report is written to
     caption: str
 
 
 Block = Heading | Paragraph | Table | FigureBlock
 
 
+@dataclass
+class ReportInputs:
+    """Everything a report shows; absent parts are said to be absent."""
+
+    title: str
+    metrics: dict[str, Any] | None = None
+    # The run's configuration as nested plain values.
+    config: dict[str, Any] | None = None
+    # Seconds per pipeline stage, in run order.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    pretrain_log: list[dict[str, Any]] = field(default_factory=list)
+    refine_log: list[dict[str, Any]] = field(default_factory=list)
+    # Figure files, relative to the directory the Markdown is written to.
+    figures: list[Path] = field(default_factory=list)
+
+
 def exact(value: Any) -> str:
-    """A value as written in metrics.json (lists joined), so the report shows every digit."""
+    """A value as written in the metrics (lists joined), so the report shows every digit."""
     if isinstance(value, list):
         return ", ".join(exact(v) for v in value)
     if isinstance(value, str):
@@ -101,24 +115,19 @@ def _short(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-def _config_blocks(run_dir: Path) -> list[Block]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return [Heading("Configuration"), Paragraph("No config.yaml in the run directory.")]
-    values = dict(flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
+def _config_blocks(config: dict[str, Any] | None) -> list[Block]:
+    if config is None:
+        return [Heading("Configuration"), Paragraph("No saved configuration in the run directory.")]
+    values = dict(flatten(config))
     rows = [[key, exact(values[key])] for key in CONFIG_SUMMARY_KEYS if key in values]
     return [Heading("Configuration"),
-            Paragraph("Main settings; `config.yaml` in the run directory holds every value and reproduces the run."),
+            Paragraph("Main settings; the run's saved configuration holds every value and reproduces the run."),
             Table(["key", "value"], rows)]
 
 
-def _timing_blocks(run_dir: Path) -> list[Block]:
-    rows: list[list[str]] = []
-    pipeline = run_dir / "pipeline.json"
-    if pipeline.is_file():
-        stages = json.loads(pipeline.read_text(encoding="utf-8")).get("stages", {})
-        rows += [[f"stage {name}", f"{info.get('seconds', 0.0):.1f} s"] for name, info in stages.items()]
-    pretrain = [r for r in read_jsonl(run_dir / "log.jsonl") if r.get("epoch", -1) >= 0]
+def _timing_blocks(inputs: ReportInputs) -> list[Block]:
+    rows: list[list[str]] = [[f"stage {name}", f"{seconds:.1f} s"] for name, seconds in inputs.stage_seconds.items()]
+    pretrain = [r for r in inputs.pretrain_log if r.get("epoch", -1) >= 0]
     if pretrain:
         seconds = sum(r.get("epoch_seconds", 0.0) for r in pretrain)
         rows.append(["pretraining epochs logged", str(len(pretrain))])
@@ -127,17 +136,17 @@ def _timing_blocks(run_dir: Path) -> list[Block]:
         if speeds:
             rows.append(["pretraining throughput (mean)", f"{sum(speeds) / len(speeds):.1f} images/s"])
         rows.append(["final pretraining loss", _short(pretrain[-1].get("loss"))])
-    knn = [r for r in read_jsonl(run_dir / "log.jsonl") if "knn_top1" in r]
+    knn = [r for r in inputs.pretrain_log if "knn_top1" in r]
     if knn:
         rows.append(["online kNN top-1: first / last", f"{_short(knn[0]['knn_top1'])} / {_short(knn[-1]['knn_top1'])}"])
-    refine = read_jsonl(run_dir / "refine_log.jsonl")
+    refine = inputs.refine_log
     if refine:
         seconds = sum(r.get("seconds", 0.0) for r in refine)
         rows.append(["refinement epochs logged", str(len(refine))])
         rows.append(["refinement time (sum of epochs)", f"{seconds:.1f} s"])
         rows.append(["final refinement loss", _short(refine[-1].get("loss"))])
     if not rows:
-        return [Heading("Timings"), Paragraph("No log.jsonl, refine_log.jsonl or pipeline.json found.")]
+        return [Heading("Timings"), Paragraph("No training logs or stage timings found.")]
     return [Heading("Timings"), Table(["item", "value"], rows)]
 
 
@@ -188,33 +197,29 @@ def _graph_blocks(metrics: dict[str, Any]) -> list[Block]:
             Table(["statistic", *streams], rows)]
 
 
-def _figure_blocks(run_dir: Path) -> list[Block]:
-    figures = sorted((run_dir / "figures").glob("*.png"))
+def _figure_blocks(figures: list[Path]) -> list[Block]:
     if not figures:
         return []
-    return [Heading("Figures"),
-            *(FigureBlock(path.relative_to(run_dir), path.stem.replace("_", " ")) for path in figures)]
+    return [Heading("Figures"), *(FigureBlock(path, path.stem.replace("_", " ")) for path in figures)]
 
 
-def report_blocks(run_dir: Path) -> list[Block]:
+def report_blocks(inputs: ReportInputs) -> list[Block]:
     """Everything the report says, in order."""
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    metrics: dict[str, Any] = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-    blocks: list[Block] = [Heading(f"sslgraph run: {run_dir.resolve().name}", level=1)]
+    metrics: dict[str, Any] = inputs.metrics or {}
+    blocks: list[Block] = [Heading(f"sslgraph run: {inputs.title}", level=1)]
     if metrics:
         dataset = metrics.get("dataset", {})
         blocks.append(Paragraph(f"Data set: {dataset.get('name', 'unknown')}; "
                                 f"backbone: {metrics.get('backbone', '?')}; seed: {metrics.get('seed', '?')}."))
-    blocks += _config_blocks(run_dir) + _timing_blocks(run_dir)
+    blocks += _config_blocks(inputs.config) + _timing_blocks(inputs)
     if not metrics:
-        blocks += [Heading("Results"), Paragraph("No metrics.json yet: run `sslgraph evaluate` first.")]
+        blocks += [Heading("Results"), Paragraph("No metrics yet: run `sslgraph evaluate` first.")]
     else:
         blocks += _summary_blocks(metrics) + _graph_blocks(metrics)
-    blocks += _figure_blocks(run_dir)
+    blocks += _figure_blocks(inputs.figures)
     if metrics:
         blocks += [Heading("All metrics"),
-                   Paragraph("Every value in metrics.json, with its key."),
+                   Paragraph("Every measured value, with its key."),
                    Table(["key", "value"], [[key, exact(value)] for key, value in flatten(metrics)])]
     return blocks
 
@@ -247,8 +252,8 @@ def _html_text(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(blocks: list[Block], run_dir: Path) -> str:
-    """A standalone page: figures are embedded as base64 data URIs."""
+def render_html(blocks: list[Block], base_dir: Path) -> str:
+    """A standalone page: figures (paths relative to ``base_dir``) are embedded as base64 data URIs."""
     body: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -260,20 +265,9 @@ def render_html(blocks: list[Block], run_dir: Path) -> str:
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         else:
-            data = base64.b64encode((run_dir / block.path).read_bytes()).decode("ascii")
+            data = base64.b64encode((Path(base_dir) / block.path).read_bytes()).decode("ascii")
             body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
     title = blocks[0].text if blocks and isinstance(blocks[0], Heading) else "sslgraph report"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` (figures linked by relative path) and ``report.html`` (figures embedded)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"write_report: run directory not found: {run_dir}")
-    blocks = report_blocks(run_dir)
-    md_path = atomic_write_text(run_dir / "report.md", render_markdown(blocks))
-    html_path = atomic_write_text(run_dir / "report.html", render_html(blocks, run_dir))
-    return md_path, html_path

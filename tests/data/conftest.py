@@ -9,23 +9,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from tests.synthetic import solid, write_image
 
 
 def pixel_value(label: int, item: int) -> tuple[int, int, int]:
     """A colour that identifies (class, file), so a loaded image tells which file it came from."""
     return 40 * label + 10, 16 * item + 5, 200
-
-
-def write_image(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, mode=mode).save(path)
-    return path
-
-
-def solid(size: int | tuple[int, int], colour: tuple[int, int, int]) -> np.ndarray:
-    height, width = (size, size) if isinstance(size, int) else size
-    return np.broadcast_to(np.array(colour, dtype=np.uint8), (height, width, 3)).copy()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslgraph.eval.linear import linear_probe, logistic_regression_probe
+from sslgraph.eval.linear import linear_probe, logistic_regression_probe, reference_logistic_probe
 
 
 def _blobs(n_per_class: int, num_classes: int, dim: int, *, spread: float, seed: int):
@@ -21,24 +21,66 @@ def _masks(n: int, n_train: int):
     return train, ~train
 
 
-def test_logistic_probe_matches_independent_nn_linear_runs():
-    feats, labels = _blobs(12, 3, 5, spread=1.5, seed=0)
-    train_mask, test_mask = _masks(36, 24)
-    out = logistic_regression_probe(feats, labels, train_mask, test_mask, lr=0.05, steps=30, seeds=3)
+def _xavier_linear(seed: int, in_dim: int, out_dim: int) -> nn.Linear:
+    model = nn.Linear(in_dim, out_dim)
+    gen = torch.Generator().manual_seed(seed)
+    bound = (6.0 / (in_dim + out_dim)) ** 0.5
+    with torch.no_grad():
+        model.weight.copy_(torch.empty(out_dim, in_dim).uniform_(-bound, bound, generator=gen))
+        model.bias.zero_()
+    return model
+
+
+def _independent_runs(feats, labels, train_mask, test_mask, *, seeds, steps, lr):
     expected = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        model = nn.Linear(5, 3)
-        opt = torch.optim.Adam(model.parameters(), lr=0.05)
-        for _ in range(30):
+    for seed in range(seeds):
+        model = _xavier_linear(seed, feats.shape[1], 3)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(steps):
             opt.zero_grad()
             F.cross_entropy(model(feats[train_mask]), labels[train_mask]).backward()
             opt.step()
         pred = model(feats[test_mask]).argmax(1)
         expected.append(100.0 * (pred == labels[test_mask]).float().mean().item())
+    return expected
+
+
+def test_reference_probe_matches_independent_xavier_runs_on_raw_features():
+    feats, labels = _blobs(12, 3, 5, spread=1.5, seed=0)
+    feats = feats * 7 + 2
+    train_mask, test_mask = _masks(36, 24)
+    out = reference_logistic_probe(feats, labels, train_mask, test_mask, lr=0.05, steps=30, seeds=3)
+    expected = _independent_runs(feats, labels, train_mask, test_mask, seeds=3, steps=30, lr=0.05)
     assert out["accuracies"] == pytest.approx(expected)
     assert out["mean"] == pytest.approx(sum(expected) / 3)
     assert out["protocol"]["seeds"] == 3 and out["protocol"]["num_test"] == 12
+    assert out["protocol"]["steps"] == 30 and out["protocol"]["features"] == "as given"
+
+
+def test_probe_standardises_with_training_statistics_and_stops_at_convergence():
+    feats, labels = _blobs(12, 3, 5, spread=1.5, seed=0)
+    feats = feats * torch.tensor([100.0, 0.01, 1.0, 5.0, 1.0]) + 3
+    train_mask, test_mask = _masks(36, 24)
+    out = logistic_regression_probe(feats, labels, train_mask, test_mask, lr=0.05, steps=40, seeds=3, tol=None)
+    train = feats[train_mask]
+    standard = (feats - train.mean(0)) / train.std(0, unbiased=False)
+    expected = _independent_runs(standard, labels, train_mask, test_mask, seeds=3, steps=40, lr=0.05)
+    assert out["accuracies"] == pytest.approx(expected)
+    # a scale change of the input changes nothing
+    scaled = logistic_regression_probe(feats * 1000 - 7, labels, train_mask, test_mask, lr=0.05, steps=40, seeds=3,
+                                       tol=None)
+    assert scaled["accuracies"] == pytest.approx(out["accuracies"])
+    converged = logistic_regression_probe(feats, labels, train_mask, test_mask, steps=5000, seeds=2)
+    assert converged["protocol"]["converged"] and converged["protocol"]["steps"] < 5000
+    capped = logistic_regression_probe(feats, labels, train_mask, test_mask, steps=3, seeds=2)
+    assert not capped["protocol"]["converged"] and capped["protocol"]["steps"] == 3
+
+
+def test_probe_rejects_non_finite_features():
+    feats = torch.randn(6, 2)
+    feats[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        logistic_regression_probe(feats, torch.tensor([0, 1, 0, 1, 0, 1]), torch.arange(6) < 4, torch.arange(6) >= 4)
 
 
 def test_logistic_probe_separable_and_shuffled():

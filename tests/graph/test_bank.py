@@ -143,17 +143,22 @@ def test_bank_state_dict_round_trip_with_weights_only():
     buffer.seek(0)
     restored = make_bank()
     restored.load_state_dict(torch.load(buffer, weights_only=True))
-    for name, value in bank.state_dict().items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(getattr(restored, name), value), name
-        else:
-            assert getattr(restored, name) == value, name
+    for name, value in bank.named_buffers():
+        assert torch.equal(getattr(restored, name), value), name
+    assert (restored.window_len, restored.window_pos) == (bank.window_len, bank.window_pos) == (2, 2)
     assert torch.equal(restored.ordered_window()[0], bank.ordered_window()[0])
 
 
 def test_bank_load_state_dict_names_mismatched_entry():
-    with pytest.raises(ValueError, match="'features'"):
+    with pytest.raises(RuntimeError, match="size mismatch for features"):
         make_bank(dim=4).load_state_dict(make_bank(dim=3).state_dict())
+    with pytest.raises(RuntimeError, match="Missing key.*window_sim"):
+        make_bank().load_state_dict({k: v for k, v in make_bank().state_dict().items() if k != "window_sim"})
+
+
+def test_bank_moves_with_to():
+    bank = make_bank().to(torch.float64)
+    assert bank.features.dtype == torch.float64 and bank.nn_idx.dtype == torch.long
 
 
 def test_bank_memory_accounting():

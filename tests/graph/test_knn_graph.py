@@ -111,7 +111,7 @@ def test_state_dict_round_trip_and_memory():
         assert torch.equal(a, b)
     assert torch.equal(restored.visits, graph.visits)
     assert graph.nbytes == 4 * KNNGraph.bytes_per_node(edges_per_node=2, visits=2)
-    with pytest.raises(ValueError, match="'slots'"):
+    with pytest.raises(RuntimeError, match="size mismatch for slots"):
         KNNGraph(4, edges_per_node=3, visits=2).load_state_dict(graph.state_dict())
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from torch_geometric.data import Data
 
 from sslgraph.config import Config
 
@@ -17,11 +20,17 @@ def clustered(num: int, seed: int, *, dim: int) -> tuple[torch.Tensor, torch.Ten
 
 
 class FakeContext:
-    """Returns fixed clean features per (stream, split), as the trainer's ``embed`` would, and records calls."""
+    """Returns fixed clean features per (stream, split), as the trainer's ``embed`` would, records calls and keeps
+    the graphs a method saves."""
 
     def __init__(self, cfg: Config, features: dict[tuple[str, str], torch.Tensor]) -> None:
         self.cfg, self.device, self.features, self.calls = cfg, torch.device("cpu"), features, []
+        self.graphs: dict[str, Data] = {}
 
     def embed(self, stream: str, split: str) -> torch.Tensor:
         self.calls.append((stream, split))
         return self.features[(stream, split)]
+
+    def save_graphs(self, graphs: dict[str, Data]) -> list[Path]:
+        self.graphs.update(graphs)
+        return []

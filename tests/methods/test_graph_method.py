@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from sslgraph.config import Config
-from sslgraph.graph.export import load_graph
+from sslgraph.errors import ConfigError
+from sslgraph.graph.export import load_graph, save_graph
 from sslgraph.methods import build_method
 from sslgraph.methods.graph import STREAMS, GraphMethod, edge_same_class
 from tests.methods.fakes import FakeContext, clustered
@@ -107,15 +108,15 @@ def test_edge_same_class_counts_filled_slots_with_multiplicity():
 
 
 @pytest.mark.parametrize("features", ["bank", "clean"])
-def test_export_writes_both_streams(tmp_path, features):
+def test_train_end_saves_both_streams(tmp_path, features):
     method, ctx = build(make_cfg(export_features=features))
     method.on_train_start(ctx)
     for epoch in range(3):
         run_epoch(method, ctx, epoch)
-    paths = method.export_graphs(ctx, tmp_path / "graphs")
-    assert [p.name for p in paths] == ["teacher.pt", "student.pt"]
-    for stream, path in zip(STREAMS, paths):
-        data = load_graph(path)
+    method.on_train_end(ctx)
+    assert list(ctx.graphs) == list(STREAMS)
+    for stream in STREAMS:
+        data = load_graph(save_graph(ctx.graphs[stream], tmp_path / f"{stream}.pt"))  # the file keeps it all
         train_x = (method.banks[stream].features if features == "bank" else ctx.features[(stream, "train")])
         assert torch.equal(data.x[:NUM_TRAIN], train_x)
         assert torch.equal(data.x[NUM_TRAIN:], ctx.features[(stream, "test")])
@@ -134,7 +135,7 @@ def test_export_with_rebuilt_edges(tmp_path):
     method, ctx = build(make_cfg(export_features="clean", export_rebuild_edges=True, test_graph_every=0))
     method.on_train_start(ctx)
     run_epoch(method, ctx, 0)
-    data = load_graph(method.export_graphs(ctx, tmp_path)[0])
+    data = method.build_graphs(ctx)["teacher"]
     x = ctx.features[("teacher", "train")]
     sims = x @ x.T
     sims.fill_diagonal_(-2)
@@ -143,6 +144,12 @@ def test_export_with_rebuilt_edges(tmp_path):
     assert set(map(tuple, train_edges.T.tolist())) == expected
     assert (data.edge_weight == 1).all()
     assert method.test_features["teacher"] is None  # a rebuild from clean features needs no held-out pass
+
+
+def test_graph_method_needs_topk_above_edges_per_node():
+    with pytest.raises(ConfigError, match=r"method\.topk: must be >= method\.edges_per_node \+ 1 = 3"):
+        build(make_cfg(topk=2))
+    GraphMethod.check_config(make_cfg(topk=3))
 
 
 def test_state_dict_round_trip_restores_exactly():

@@ -138,3 +138,22 @@ def test_sampled_forward_equals_full_forward_on_seed_rows(kind: str, jk: str) ->
     torch.testing.assert_close(enc(x, edge_index, weight, nodes_per_hop=(3, 5, 7)), expected)
     with pytest.raises(ValueError, match="nodes_per_hop"):
         enc(x, edge_index, weight, nodes_per_hop=(3, 12))
+
+
+def test_self_term_alpha_by_hand() -> None:
+    """One GCN layer with alpha: out = (1 - alpha) * GCN(x) + alpha * x (equal widths, no projection)."""
+    torch.manual_seed(0)
+    plain = GNNEncoder(4, kind="gcn", num_layers=1, hidden_dim=4, jk="last")
+    mixed = GNNEncoder(4, kind="gcn", num_layers=1, hidden_dim=4, jk="last", alpha=0.3)
+    mixed.load_state_dict(plain.state_dict())
+    edge_index, weight = random_graph(num_nodes=6, num_edges=14)
+    x = torch.randn(6, 4)
+    assert torch.allclose(mixed(x, edge_index, weight), 0.7 * plain(x, edge_index, weight) + 0.3 * x, atol=1e-6)
+    # widths differ: h_0 is a learnt projection of the input
+    projected = GNNEncoder(3, kind="sage", num_layers=2, hidden_dim=5, alpha=0.5)
+    assert projected.self_proj is not None and projected(torch.randn(6, 3), edge_index).shape == (6, 5)
+    assert GNNEncoder(3, kind="gcnii", num_layers=2, hidden_dim=5, alpha=0.25).convs[0].alpha == 0.25
+    with pytest.raises(ValueError, match="alpha"):
+        GNNEncoder(3, kind="gcn", alpha=1.0)
+    with pytest.raises(ValueError, match="kind"):
+        GNNEncoder(3, kind="appnp")

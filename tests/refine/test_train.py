@@ -8,19 +8,17 @@ import torch
 from torch_geometric.data import Data
 
 import sslgraph.refine.train as train_module
-from sslgraph.config import Config, RefineConfig
-from sslgraph.graph.export import save_graph
+from sslgraph.config import RefineConfig
+from sslgraph.errors import GraphFileError, RefineError
 from sslgraph.refine.byol import GraphView
 from sslgraph.refine.encoders import ENCODER_KINDS, GNNEncoder
 from sslgraph.refine.train import (
     NeighbourSampler,
-    RefineError,
     build_model,
     graph_view,
     layerwise_embed,
     mask_features,
     refine_graphs,
-    run_refine,
 )
 from sslgraph.utils.io import read_jsonl, safe_load
 
@@ -168,28 +166,28 @@ def test_mask_features_drops_whole_columns() -> None:
 
 def test_validation_errors_name_the_problem() -> None:
     teacher, student = graphs()
-    with pytest.raises(RefineError, match="node counts differ"):
+    with pytest.raises(GraphFileError, match="node counts differ"):
         refine_graphs(teacher, make_graph(1, num_test=NUM_TEST + 1), tiny_cfg(), device=CPU)
     broken = student.clone()
     broken.x[[3, 9]] = float("nan")
     broken.x[11, 0] = float("inf")
-    with pytest.raises(RefineError, match=r"student graph: x has 3 of 52 rows with NaN/inf"):
+    with pytest.raises(GraphFileError, match=r"student graph: x has 3 of 52 rows with NaN/inf"):
         refine_graphs(teacher, broken, tiny_cfg(), device=CPU)
     no_y = teacher.clone()
     del no_y.y
-    with pytest.raises(RefineError, match="teacher graph: missing field.*y"):
+    with pytest.raises(GraphFileError, match="teacher graph: missing field.*y"):
         refine_graphs(no_y, student, tiny_cfg(), device=CPU)
     short_mask = teacher.clone()
     short_mask.test_mask = short_mask.test_mask[:-1]
-    with pytest.raises(RefineError, match="test_mask has shape"):
+    with pytest.raises(GraphFileError, match="'test_mask' has shape"):
         refine_graphs(short_mask, student, tiny_cfg(), device=CPU)
     empty = Data(x=torch.zeros(0, DIM), edge_index=torch.zeros(2, 0, dtype=torch.long), y=torch.zeros(0),
                  train_mask=torch.zeros(0, dtype=torch.bool), test_mask=torch.zeros(0, dtype=torch.bool))
-    with pytest.raises(RefineError, match="empty graph"):
+    with pytest.raises(GraphFileError, match="empty graph"):
         refine_graphs(empty, empty, tiny_cfg(), device=CPU)
     relabelled = student.clone()
     relabelled.y = relabelled.y.flip(0)
-    with pytest.raises(RefineError, match="disagree on y"):
+    with pytest.raises(GraphFileError, match="disagree on y"):
         refine_graphs(teacher, relabelled, tiny_cfg(), device=CPU)
 
 
@@ -221,28 +219,6 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(RefineError, match="other graphs or refine settings"):
         refine_graphs(teacher, student, dataclasses.replace(cfg, lr=0.5), device=CPU, progress=False,
                       checkpoint_path=ckpt)
-
-
-def test_run_refine_writes_schema(tmp_path: Path) -> None:
-    cfg = Config()
-    cfg.refine = tiny_cfg(epochs=2)
-    with pytest.raises(RefineError, match=r"graphs/teacher.pt.*sslgraph pretrain.*export-graphs"):
-        run_refine(tmp_path, cfg, device=CPU)
-    teacher, student = graphs()
-    save_graph(teacher, tmp_path / "graphs" / "teacher.pt")
-    save_graph(student, tmp_path / "graphs" / "student.pt")
-    out = run_refine(tmp_path, cfg, device=CPU)
-    saved = safe_load(out)
-    assert set(saved) == {"embeddings", "y", "train_mask", "test_mask", "num_train", "losses", "gnn_state",
-                          "refine_config"}
-    assert saved["embeddings"].shape == (NUM_TRAIN + NUM_TEST, 32) and saved["num_train"] == NUM_TRAIN
-    assert saved["refine_config"] == dataclasses.asdict(cfg.refine) and len(saved["losses"]) == 2
-    assert torch.equal(saved["test_mask"], teacher.test_mask)
-    records = read_jsonl(tmp_path / "refine_log.jsonl")
-    assert [r["epoch"] for r in records] == [0, 1] and set(records[0]) == {"epoch", "loss", "seconds"}
-    assert not (tmp_path / "refine_checkpoint.pt").exists()
-    model = build_model(DIM, cfg.refine)
-    model.load_state_dict(saved["gnn_state"])
 
 
 def test_layerwise_embed_equals_forward_for_a_fresh_encoder() -> None:

@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sslgraph.config import DataConfig, resolve_data_root
+from sslgraph.errors import DataError
 from sslgraph.utils.io import CheckpointError, atomic_save, safe_load
 from sslgraph.utils.misc import progress as progress_bar
 
@@ -38,10 +39,6 @@ _CACHE_FORMAT = 1
 _DECODE_CHUNK = 1024
 _DECODE_THREADS = 8
 _SKIPPED_SHOWN = 5
-
-
-class DataError(ValueError):
-    """A data set is missing, malformed or unreadable; the message names the file, folder or config key."""
 
 
 class ImageDataset(Dataset):

@@ -1,9 +1,9 @@
-"""The two DINO crops used in pretraining and the deterministic evaluation transform.
+"""Per-image transforms: the deterministic evaluation transform and the two DINO crops image by image.
 
-Everything runs on ``uint8 [3, H, W]`` tensors with ``torchvision.transforms.v2``: the crop is taken in
-``uint8`` (cheap), the photometric steps in ``float32`` in ``[0, 1]``, and both crops end normalised. All
-randomness comes from torch's global CPU generator, which :class:`~sslgraph.data.pretrain.PretrainDataset`
-seeds per item.
+The training loop makes its views in batches on the device (:mod:`sslgraph.data.batch_aug`);
+:class:`TwoCropTransform` is the same recipe per image with ``torchvision.transforms.v2`` (the reference the
+batched views are tested against, and what a user with a per-image ``DataLoader`` pipeline can use). Its
+randomness comes from torch's global CPU generator.
 """
 
 from __future__ import annotations

@@ -15,9 +15,12 @@ from functools import cache
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-BACKENDS = ("exact", "faiss")
+from sslgraph.choices import BankBackend, check_option, options
+from sslgraph.errors import ConfigError
+
+BACKENDS = options(BankBackend)
 
 
 def topk_cosine(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int = 65_536,
@@ -99,18 +102,19 @@ def last_occurrence(indices: Tensor) -> Tensor:
     return last.scatter_reduce(0, inverse, positions, reduce="amax").sort().values
 
 
-class MemoryBank:
+class MemoryBank(nn.Module):
     """Features, top-k lists and a ring of the last ``vote_window`` epochs' lists for ``num_samples`` samples.
 
     ``nn_idx`` is ``-1`` for samples not visited yet; ``vote_window=0`` keeps no window (a bank that is only
     searched). Every process holds an identical copy: callers gather the batch across processes before
-    :meth:`update`.
+    :meth:`update`. The tensors are registered buffers, so ``state_dict``/``load_state_dict`` (shape-checked)
+    and ``.to(device)`` come from ``nn.Module``; the ring position travels as extra state.
     """
 
-    def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: str = "exact",
+    def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: BankBackend = "exact",
                  chunk_size: int = 65_536, device: torch.device | str | None = None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"MemoryBank: backend must be one of {BACKENDS}, got {backend!r}")
+        super().__init__()
+        check_option(BankBackend, backend, name="MemoryBank: backend")
         if not 1 <= topk <= num_samples:
             raise ValueError(f"MemoryBank: topk={topk} must be in [1, num_samples={num_samples}]")
         if vote_window < 0:
@@ -118,12 +122,13 @@ class MemoryBank:
         self.num_samples, self.dim, self.topk, self.vote_window = num_samples, dim, topk, vote_window
         self.backend, self.chunk_size = backend, chunk_size
         device = torch.device(device) if device is not None else torch.device("cpu")
-        self.features = torch.zeros(num_samples, dim, device=device)
-        self.filled = torch.zeros(num_samples, dtype=torch.bool, device=device)
-        self.nn_idx = torch.full((num_samples, topk), -1, dtype=torch.long, device=device)
-        self.nn_sim = torch.zeros(num_samples, topk, device=device)
-        self.window_idx = torch.full((vote_window, num_samples, topk), -1, dtype=torch.long, device=device)
-        self.window_sim = torch.zeros(vote_window, num_samples, topk, device=device)
+        self.register_buffer("features", torch.zeros(num_samples, dim, device=device))
+        self.register_buffer("filled", torch.zeros(num_samples, dtype=torch.bool, device=device))
+        self.register_buffer("nn_idx", torch.full((num_samples, topk), -1, dtype=torch.long, device=device))
+        self.register_buffer("nn_sim", torch.zeros(num_samples, topk, device=device))
+        self.register_buffer("window_idx", torch.full((vote_window, num_samples, topk), -1, dtype=torch.long,
+                                                      device=device))
+        self.register_buffer("window_sim", torch.zeros(vote_window, num_samples, topk, device=device))
         self.window_len = 0
         self.window_pos = 0
 
@@ -137,8 +142,7 @@ class MemoryBank:
 
     @property
     def nbytes(self) -> int:
-        tensors = (self.features, self.filled, self.nn_idx, self.nn_sim, self.window_idx, self.window_sim)
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.buffers())
 
     def search(self, queries: Tensor) -> tuple[Tensor, Tensor]:
         """``(sim [B, k], idx [B, k])``: the bank's top-k for each (L2-normalised) query row."""
@@ -186,20 +190,10 @@ class MemoryBank:
         order = (torch.arange(self.window_len, device=self.device) + oldest) % max(self.vote_window, 1)
         return self.window_idx.index_select(0, order), self.window_sim.index_select(0, order)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"features": self.features, "filled": self.filled, "nn_idx": self.nn_idx, "nn_sim": self.nn_sim,
-                "window_idx": self.window_idx, "window_sim": self.window_sim,
-                "window_len": self.window_len, "window_pos": self.window_pos}
+    def get_extra_state(self) -> dict[str, int]:
+        return {"window_len": self.window_len, "window_pos": self.window_pos}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("features", "filled", "nn_idx", "nn_sim", "window_idx", "window_sim"):
-            if name not in state:
-                raise KeyError(f"MemoryBank.load_state_dict: missing entry {name!r}")
-            current: Tensor = getattr(self, name)
-            if tuple(state[name].shape) != tuple(current.shape):
-                raise ValueError(f"MemoryBank.load_state_dict: {name!r} has shape {tuple(state[name].shape)}, this "
-                                 f"bank expects {tuple(current.shape)} (num_samples, dim, topk or vote_window differ)")
-            current.copy_(state[name])
+    def set_extra_state(self, state: dict[str, int]) -> None:
         self.window_len, self.window_pos = int(state["window_len"]), int(state["window_pos"])
 
 
@@ -208,14 +202,14 @@ def _faiss_search(queries: Tensor, features: Tensor, k: int) -> tuple[Tensor, Te
     the bank into an index at every step: CPU tensors are passed as zero-copy NumPy views."""
     try:
         import faiss
-    except ImportError as err:
-        raise ImportError("method.bank_backend=faiss needs faiss; install the extra: pip install 'sslgraph[faiss]' "
-                          "(or use method.bank_backend=exact)") from err
+    except ImportError:
+        raise ConfigError("method.bank_backend: faiss needs the faiss package; install the extra: "
+                          "pip install 'sslgraph[faiss]' (or use method.bank_backend=exact)") from None
     queries, features = queries.float().contiguous(), features.float().contiguous()
     if features.is_cuda:
         if not hasattr(faiss, "StandardGpuResources"):
-            raise RuntimeError("method.bank_backend=faiss: the bank is on a GPU but this faiss build has no GPU "
-                               "support; install faiss-gpu or use method.bank_backend=exact")
+            raise ConfigError("method.bank_backend: the bank is on a GPU but this faiss build has no GPU "
+                              "support; install faiss-gpu or use method.bank_backend=exact")
         import faiss.contrib.torch_utils  # noqa: F401  (lets faiss.knn_gpu take torch tensors)
 
         sim, idx = faiss.knn_gpu(_faiss_gpu_resources(), queries, features, k,

@@ -11,22 +11,31 @@ There are no self loops and no placeholder edges.
 Edge weights: ``multiplicity`` is the number of FIFO slots (visits) in which ``j`` appeared among ``i``'s
 neighbours (1 .. V); ``similarity`` is the mean cosine similarity over those slots.
 
-Files hold a plain dict of tensors and integers, read back with ``torch.load(weights_only=True)``.
+Files hold a plain dict of tensors and integers, read back with ``torch.load(weights_only=True)``; the
+refined-embedding file of the same nodes is written and read here too. Every load checks the one schema of
+:mod:`sslgraph.graph.schema` and raises :class:`~sslgraph.errors.GraphFileError` naming the file and field.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
+from sslgraph.choices import EdgeWeight
+from sslgraph.errors import GraphFileError
 from sslgraph.graph.bank import topk_cosine
 from sslgraph.graph.knn_graph import KNNGraph, nearest_non_self
+from sslgraph.graph.schema import check_graph, check_graph_pair, check_refined
 from sslgraph.utils.io import atomic_save, safe_load
+
+__all__ = ["GraphFileError", "build_graph_data", "load_graph", "load_graph_pair", "load_refined", "rebuild_edges",
+           "save_graph", "save_refined"]
 
 FORMAT_VERSION = 1
 _TENSOR_FIELDS = {
@@ -39,12 +48,8 @@ _TENSOR_FIELDS = {
 }
 
 
-class GraphFileError(ValueError):
-    """A graph file does not follow the export schema; the message names the file and the field."""
-
-
 def build_graph_data(*, train_x: Tensor, test_x: Tensor, train_graph: KNNGraph, test_graph: KNNGraph,
-                     train_y: Tensor, test_y: Tensor, edge_weight: str = "multiplicity") -> Data:
+                     train_y: Tensor, test_y: Tensor, edge_weight: EdgeWeight = "multiplicity") -> Data:
     """One stream's graph: features, ``j -> i`` edges, weights, labels, masks and ``num_train``."""
     num_train, num_test = train_x.shape[0], test_x.shape[0]
     if train_graph.num_nodes != num_train or train_graph.neighbour_nodes is not None:
@@ -75,7 +80,8 @@ def build_graph_data(*, train_x: Tensor, test_x: Tensor, train_graph: KNNGraph, 
 
 def save_graph(data: Data, path: str | os.PathLike) -> Path:
     """Write ``data`` atomically as a plain dict (CPU tensors + ``num_train``) loadable with weights_only."""
-    payload: dict[str, object] = {name: getattr(data, name).detach().cpu() for name in _TENSOR_FIELDS}
+    payload: dict[str, object] = {name: getattr(data, name).detach().cpu().to(dtype)
+                                  for name, dtype in _TENSOR_FIELDS.items()}
     payload["num_train"] = int(data.num_train)
     payload["format_version"] = FORMAT_VERSION
     return atomic_save(payload, path)
@@ -86,31 +92,38 @@ def load_graph(path: str | os.PathLike) -> Data:
     payload = safe_load(path)
     if not isinstance(payload, dict):
         raise GraphFileError(f"{path}: expected a dict of graph fields, found {type(payload).__name__}")
-    for name, dtype in _TENSOR_FIELDS.items():
-        value = payload.get(name)
-        if not isinstance(value, Tensor):
+    for name in _TENSOR_FIELDS:
+        if not isinstance(payload.get(name), Tensor):
             raise GraphFileError(f"{path}: field {name!r} is missing or not a tensor")
-        if value.dtype != dtype:
-            raise GraphFileError(f"{path}: field {name!r} has dtype {value.dtype}, expected {dtype}")
     if not isinstance(payload.get("num_train"), int):
         raise GraphFileError(f"{path}: field 'num_train' is missing or not an integer")
-    x, edge_index, num_train = payload["x"], payload["edge_index"], payload["num_train"]
-    num_nodes = x.shape[0]
-    if x.dim() != 2:
-        raise GraphFileError(f"{path}: field 'x' must be [num_nodes, d], got {tuple(x.shape)}")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise GraphFileError(f"{path}: field 'edge_index' must be [2, M], got {tuple(edge_index.shape)}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise GraphFileError(f"{path}: field 'edge_index' refers to nodes outside [0, {num_nodes})")
-    if payload["edge_weight"].shape != (edge_index.shape[1],):
-        raise GraphFileError(f"{path}: field 'edge_weight' must be [{edge_index.shape[1]}], "
-                             f"got {tuple(payload['edge_weight'].shape)}")
-    for name in ("y", "train_mask", "test_mask"):
-        if payload[name].shape != (num_nodes,):
-            raise GraphFileError(f"{path}: field {name!r} must be [{num_nodes}], got {tuple(payload[name].shape)}")
-    if not 0 <= num_train <= num_nodes or int(payload["train_mask"].sum()) != num_train:
-        raise GraphFileError(f"{path}: field 'num_train' ({num_train}) does not match 'train_mask'")
-    return Data(**{name: payload[name] for name in _TENSOR_FIELDS}, num_train=num_train)
+    data = Data(**{name: payload[name] for name in _TENSOR_FIELDS}, num_train=payload["num_train"])
+    check_graph(data, where=str(path))
+    return data
+
+
+def load_graph_pair(teacher_path: str | os.PathLike, student_path: str | os.PathLike) -> tuple[Data, Data]:
+    """The teacher and student graphs of one run, checked to describe the same nodes."""
+    teacher, student = load_graph(teacher_path), load_graph(student_path)
+    check_graph_pair(teacher, student, where=(str(teacher_path), str(student_path)))
+    return teacher, student
+
+
+def save_refined(path: str | os.PathLike, *, embeddings: Tensor, reference: Data, **extra: Any) -> Path:
+    """Write refined ``embeddings`` of ``reference``'s nodes (with its labels and masks) and ``extra`` plain
+    values (losses, GNN state, settings) atomically."""
+    payload = {"embeddings": embeddings.detach().cpu().float(), "y": reference.y.cpu().clone(),
+               "train_mask": reference.train_mask.cpu().clone(), "test_mask": reference.test_mask.cpu().clone(),
+               "num_train": int(reference.train_mask.sum()), **extra}
+    check_refined(payload, reference, where=str(path))
+    return atomic_save(payload, path)
+
+
+def load_refined(path: str | os.PathLike, reference: Data) -> dict[str, Any]:
+    """The refined-embedding file, after checking it describes the same nodes as ``reference`` (a run's graph)."""
+    payload = safe_load(path)
+    check_refined(payload, reference, where=str(path))
+    return payload
 
 
 def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 65_536) -> tuple[KNNGraph, KNNGraph]:

@@ -9,10 +9,10 @@ Memory is ``O(N E V)``: ``12 E V + 8`` bytes per node (see :meth:`KNNGraph.bytes
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from sslgraph.choices import EdgeWeight, check_option
 
 
 def nearest_non_self(nn_idx: Tensor, nn_sim: Tensor, self_idx: Tensor, num_edges: int) -> tuple[Tensor, Tensor]:
@@ -35,8 +35,9 @@ def nearest_non_self(nn_idx: Tensor, nn_sim: Tensor, self_idx: Tensor, num_edges
     return idx[:, :num_edges], sim[:, :num_edges]
 
 
-class KNNGraph:
-    """Per-node FIFO of the last ``visits`` visits' ``edges_per_node`` neighbours.
+class KNNGraph(nn.Module):
+    """Per-node FIFO of the last ``visits`` visits' ``edges_per_node`` neighbours, in registered buffers (so
+    ``state_dict``/``load_state_dict`` with shape checks and ``.to(device)`` come from ``nn.Module``).
 
     ``neighbour_nodes=None``: neighbours are nodes of this graph (self loops are never edges). An integer:
     neighbours index another node set of that size (the held-out graph, whose neighbours are training nodes).
@@ -44,14 +45,16 @@ class KNNGraph:
 
     def __init__(self, num_nodes: int, *, edges_per_node: int, visits: int, neighbour_nodes: int | None = None,
                  device: torch.device | str | None = None) -> None:
+        super().__init__()
         if edges_per_node < 1 or visits < 1:
             raise ValueError(f"KNNGraph: edges_per_node and visits must be >= 1, got {edges_per_node}, {visits}")
         device = torch.device(device) if device is not None else torch.device("cpu")
         self.num_nodes, self.edges_per_node, self.num_visits = num_nodes, edges_per_node, visits
         self.neighbour_nodes = neighbour_nodes
-        self.slots = torch.full((num_nodes, visits, edges_per_node), -1, dtype=torch.long, device=device)
-        self.slot_sim = torch.zeros(num_nodes, visits, edges_per_node, device=device)
-        self.visits = torch.zeros(num_nodes, dtype=torch.long, device=device)
+        self.register_buffer("slots", torch.full((num_nodes, visits, edges_per_node), -1, dtype=torch.long,
+                                                 device=device))
+        self.register_buffer("slot_sim", torch.zeros(num_nodes, visits, edges_per_node, device=device))
+        self.register_buffer("visits", torch.zeros(num_nodes, dtype=torch.long, device=device))
 
     @property
     def device(self) -> torch.device:
@@ -67,7 +70,7 @@ class KNNGraph:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.slots, self.slot_sim, self.visits))
+        return sum(t.numel() * t.element_size() for t in self.buffers())
 
     def add(self, nodes: Tensor, neighbours: Tensor, sims: Tensor) -> None:
         """One visit of each of ``nodes`` with its ``[B, E]`` neighbours (``-1``: none).
@@ -107,13 +110,12 @@ class KNNGraph:
         self.slot_sim[nodes[keep], slot[keep]] = sims.to(self.device, self.slot_sim.dtype)[keep]
         self.visits[unique] += counts
 
-    def edges(self, *, weight: str = "multiplicity") -> tuple[Tensor, Tensor, Tensor]:
+    def edges(self, *, weight: EdgeWeight = "multiplicity") -> tuple[Tensor, Tensor, Tensor]:
         """``(neighbour [M], node [M], weight [M])``: distinct pairs over the FIFO, sorted by node then neighbour.
 
         ``multiplicity``: number of slots holding the pair; ``similarity``: mean similarity over those slots.
         """
-        if weight not in ("multiplicity", "similarity"):
-            raise ValueError(f"KNNGraph.edges: weight must be multiplicity or similarity, got {weight!r}")
+        check_option(EdgeWeight, weight, name="KNNGraph.edges: weight")
         flat = self.slots.reshape(self.num_nodes, -1)
         node = torch.arange(self.num_nodes, device=self.device).unsqueeze(1).expand_as(flat)
         valid = flat >= 0
@@ -129,16 +131,3 @@ class KNNGraph:
             total = torch.zeros(unique.shape[0], dtype=torch.float64, device=self.device)
             values = (total.index_add_(0, inverse, sims.double()) / counts).float()
         return unique % self.num_neighbour_nodes, unique // self.num_neighbour_nodes, values
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"slots": self.slots, "slot_sim": self.slot_sim, "visits": self.visits}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("slots", "slot_sim", "visits"):
-            if name not in state:
-                raise KeyError(f"KNNGraph.load_state_dict: missing entry {name!r}")
-            current: Tensor = getattr(self, name)
-            if tuple(state[name].shape) != tuple(current.shape):
-                raise ValueError(f"KNNGraph.load_state_dict: {name!r} has shape {tuple(state[name].shape)}, this "
-                                 f"graph expects {tuple(current.shape)} (num_nodes, edges_per_node or visits differ)")
-            current.copy_(state[name])

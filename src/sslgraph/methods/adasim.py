@@ -18,7 +18,7 @@ from torch import Tensor
 from sslgraph.config import Config
 from sslgraph.graph.bank import MemoryBank
 from sslgraph.graph.bootstrap import sample_partners
-from sslgraph.methods.base import Method, TrainContext
+from sslgraph.methods.hooks import Method, TrainContext
 from sslgraph.utils import dist
 
 
@@ -42,6 +42,7 @@ class AdaSim(Method):
     """Teacher memory bank + neighbour bootstrapping of crop 2."""
 
     name = "adasim"
+    uses_step_features = True
 
     def __init__(self, cfg: Config, *, num_train: int, num_test: int, embed_dim: int,
                  train_labels: Tensor, test_labels: Tensor, device: torch.device) -> None:

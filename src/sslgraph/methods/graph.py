@@ -4,25 +4,26 @@ Each training step, every visited image gets ``E`` edges per stream to its ``E``
 that stream's bank (searched before the update). Every ``test_graph_every`` epochs each held-out image is
 embedded clean by each stream and linked to its ``E`` nearest training images; since a node keeps only its
 last ``V`` visits, the held-out graph is always built in the last ``V`` epochs, whatever ``test_graph_every``
-says (0 = only then), so the exported graph is complete at no extra cost. At the end, each stream's
-graph is written as a PyG ``Data`` (see :mod:`sslgraph.graph.export` for the edge convention).
+says (0 = only then), so the exported graph is complete at no extra cost. At the end of training
+(:meth:`GraphMethod.on_train_end`) each stream's graph is built as a PyG ``Data`` (see
+:mod:`sslgraph.graph.export` for the edge convention) and handed to the context to be saved.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch_geometric.data import Data
 
 from sslgraph.config import Config
+from sslgraph.errors import ConfigError
 from sslgraph.graph.bank import MemoryBank
-from sslgraph.graph.export import build_graph_data, rebuild_edges, save_graph
+from sslgraph.graph.export import build_graph_data, rebuild_edges
 from sslgraph.graph.knn_graph import KNNGraph, nearest_non_self
 from sslgraph.methods.adasim import AdaSim, visit_bank
-from sslgraph.methods.base import Stream, TrainContext
-from sslgraph.utils import dist
+from sslgraph.methods.hooks import Stream, TrainContext
 
 STREAMS: tuple[Stream, Stream] = ("teacher", "student")
 
@@ -41,6 +42,14 @@ class GraphMethod(AdaSim):
     """Teacher and student banks, a training kNN graph and a held-out graph per stream."""
 
     name = "graph"
+    keeps_graphs = True
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        me = cfg.method
+        if me.topk < me.edges_per_node + 1:
+            raise ConfigError(f"method.topk: must be >= method.edges_per_node + 1 = {me.edges_per_node + 1} (the "
+                              f"node itself is among its top-k), got {me.topk}")
 
     def __init__(self, cfg: Config, *, num_train: int, num_test: int, embed_dim: int,
                  train_labels: Tensor, test_labels: Tensor, device: torch.device) -> None:
@@ -98,10 +107,13 @@ class GraphMethod(AdaSim):
             stats.update({key: value for key, value in shares.items() if value is not None})
         return stats
 
-    def export_graphs(self, ctx: TrainContext, out_dir: Path) -> list[Path]:
-        """Write ``out_dir/{teacher,student}.pt`` as configured by ``cfg.method.export_*`` (main process)."""
+    def on_train_end(self, ctx: TrainContext) -> None:
+        ctx.save_graphs(self.build_graphs(ctx))
+
+    def build_graphs(self, ctx: TrainContext) -> dict[Stream, Data]:
+        """Each stream's graph over training and held-out nodes, as configured by ``cfg.method.export_*``."""
         me = self.cfg.method
-        paths = []
+        graphs: dict[Stream, Data] = {}
         for stream in STREAMS:
             # Bank features need the latest held-out pass; accumulated edges need a held-out graph at all.
             needs_test_pass = me.export_features == "bank" or not me.export_rebuild_edges
@@ -116,15 +128,10 @@ class GraphMethod(AdaSim):
             if me.export_rebuild_edges:
                 train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
                                                         k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size)
-            data = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph, test_graph=test_graph,
-                                    train_y=self.train_labels, test_y=self.test_labels,
-                                    edge_weight=me.export_edge_weight)
-            path = Path(out_dir) / f"{stream}.pt"
-            if dist.is_main():
-                save_graph(data, path)
-            paths.append(path)
-        dist.barrier()
-        return paths
+            graphs[stream] = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph,
+                                              test_graph=test_graph, train_y=self.train_labels,
+                                              test_y=self.test_labels, edge_weight=me.export_edge_weight)
+        return graphs
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from sslgraph.choices import BackboneName
+
 
 class Backbone(nn.Module):
     """An image encoder returning ``[B, embed_dim]`` features, plus the wider features a linear probe uses."""
@@ -153,8 +155,9 @@ def narrow_resnet18(*, base_width: int = 16) -> ResNet:
     return net
 
 
-# Every factory takes the keyword arguments of :func:`build_backbone`.
-BACKBONES: dict[str, BackboneFactory] = {
+# Every factory takes the keyword arguments of :func:`build_backbone`. The names are the values of
+# :data:`sslgraph.choices.BackboneName` (the config option); a test checks that the two match.
+BACKBONES: dict[BackboneName, BackboneFactory] = {
     "vit_mini": _vit_factory(embed_dim=192, depth=4, num_heads=3),
     "vit_tiny": _vit_factory(embed_dim=192, depth=12, num_heads=3),
     "vit_small": _vit_factory(embed_dim=384, depth=12, num_heads=6),
@@ -166,7 +169,7 @@ BACKBONES: dict[str, BackboneFactory] = {
 
 
 def build_backbone(
-    name: str,
+    name: BackboneName,
     *,
     image_size: int,
     patch_size: int = 16,

@@ -1,4 +1,5 @@
-"""The DINO projection head and the backbone + head network that student and teacher share."""
+"""Projection heads (DINO's prototype head, a BatchNorm MLP for contrastive objectives) and the backbone + head
+network that student and teacher share."""
 
 from __future__ import annotations
 
@@ -50,6 +51,21 @@ class DINOHead(nn.Module):
         return self.last_layer(x)
 
 
+class ProjectionHead(nn.Module):
+    """``Linear - BatchNorm - ReLU - Linear``: SimCLR's projector. The BatchNorm is what lets a contrastive loss
+    train at a high learning rate from the first steps; the loss sees the output, the banks the backbone feature.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, *, hidden_dim: int = 512, batch_norm: bool = True) -> None:
+        super().__init__()
+        norm: nn.Module = nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), norm, nn.ReLU(inplace=True),
+                                 nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+
 def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
@@ -59,7 +75,7 @@ def _init_linear(module: nn.Module) -> None:
 class SSLNetwork(nn.Module):
     """Backbone followed by head; returns both, since the banks store the feature and the loss uses the logits."""
 
-    def __init__(self, backbone: Backbone, head: DINOHead) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head

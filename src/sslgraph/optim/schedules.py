@@ -18,37 +18,44 @@ def cosine_schedule(
     *,
     epochs: int,
     iters_per_epoch: int,
-    warmup_epochs: int = 0,
+    warmup_epochs: float = 0,
     start_warmup: float = 0.0,
+    total_iters: int | None = None,
 ) -> Tensor:
     """Linear warm-up from ``start_warmup`` to ``base``, then a half cosine from ``base`` towards ``final``.
 
-    After ``W = warmup_epochs * iters_per_epoch`` evenly spaced warm-up values (both ends included), iteration
-    ``W + t`` has value ``final + (base - final) / 2 * (1 + cos(pi * t / T))`` with ``T`` the number of
-    post-warm-up iterations.
+    After ``W = round(warmup_epochs * iters_per_epoch)`` evenly spaced warm-up values (both ends included),
+    iteration ``W + t`` has value ``final + (base - final) / 2 * (1 + cos(pi * t / T))`` with ``T`` the number of
+    post-warm-up iterations. ``total_iters`` (e.g. what a wall-clock budget allows) replaces
+    ``epochs * iters_per_epoch`` as the length.
     """
     if epochs < 1 or iters_per_epoch < 1:
         raise ValueError(f"cosine_schedule: epochs and iters_per_epoch must be >= 1, got {epochs}, {iters_per_epoch}")
-    if not 0 <= warmup_epochs <= epochs:
+    total = epochs * iters_per_epoch if total_iters is None else total_iters
+    if total < 1:
+        raise ValueError(f"cosine_schedule: total_iters must be >= 1, got {total}")
+    warmup_iters = round(warmup_epochs * iters_per_epoch)
+    if not 0 <= warmup_iters <= total:
         raise ValueError(f"cosine_schedule: warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
-    warmup_iters = warmup_epochs * iters_per_epoch
-    rest = epochs * iters_per_epoch - warmup_iters
+    rest = total - warmup_iters
     warmup = torch.linspace(start_warmup, base, warmup_iters, dtype=torch.float64)
     t = torch.arange(rest, dtype=torch.float64)
     cosine = final + 0.5 * (base - final) * (1.0 + torch.cos(math.pi * t / max(rest, 1)))
     return torch.cat([warmup, cosine])
 
 
-def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int) -> Tensor:
+def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int,
+                              total_iters: int | None = None) -> Tensor:
     """EMA momentum ``1 - (1 - m0) (cos(pi it / T) + 1) / 2`` with ``T = total - 1``: ``m0`` first, exactly 1 last.
 
-    A single-iteration run keeps ``m0``.
+    The cosine spans every iteration of the run (``total_iters`` when a budget sets the length). A
+    single-iteration run keeps ``m0``.
     """
     if epochs < 1 or iters_per_epoch < 1:
         raise ValueError(
             f"teacher_momentum_schedule: epochs and iters_per_epoch must be >= 1, got {epochs}, {iters_per_epoch}"
         )
-    total = epochs * iters_per_epoch
+    total = epochs * iters_per_epoch if total_iters is None else total_iters
     it = torch.arange(total, dtype=torch.float64)
     return 1.0 - (1.0 - m0) * (torch.cos(math.pi * it / max(total - 1, 1)) + 1.0) / 2.0
 

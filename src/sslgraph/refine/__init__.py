@@ -2,7 +2,8 @@
 
 from sslgraph.refine.byol import GraphBYOL, GraphView, byol_loss
 from sslgraph.refine.encoders import GNNEncoder
-from sslgraph.refine.train import RefineError, RefineResult, refine_graphs, run_refine
+from sslgraph.errors import RefineError
+from sslgraph.refine.train import RefineResult, refine_graphs, validate_graphs
 
 __all__ = ["GNNEncoder", "GraphBYOL", "GraphView", "RefineError", "RefineResult", "byol_loss", "refine_graphs",
-           "run_refine"]
+           "validate_graphs"]

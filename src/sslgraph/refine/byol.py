@@ -38,6 +38,20 @@ class GraphView(NamedTuple):
         return GraphView(self.x.to(device), self.edge_index.to(device), weight, self.prepared, self.nodes_per_hop)
 
 
+def variance_covariance_loss(h: Tensor, *, eps: float = 1e-4) -> Tensor:
+    """VICReg's anti-collapse terms on one batch of embeddings ``[N, d]``: the mean hinge ``relu(1 - std)``
+    over dimensions plus the sum of squared off-diagonal covariances divided by ``d``. Zero for whitened
+    embeddings whose every dimension has std >= 1; large when the rows collapse onto a point or a line."""
+    if h.shape[0] < 2:
+        return h.new_zeros(())
+    centred = h - h.mean(dim=0)
+    std = (centred.var(dim=0) + eps).sqrt()
+    variance = F.relu(1.0 - std).mean()
+    cov = centred.T @ centred / (h.shape[0] - 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return variance + off_diagonal.pow(2).sum() / h.shape[1]
+
+
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """Per-row ``2 - 2 cos(p, z)``: 0 for aligned vectors, 2 for orthogonal ones, 4 for opposite ones."""
     return 2.0 - 2.0 * (F.normalize(p, dim=-1) * F.normalize(z, dim=-1)).sum(dim=-1)
@@ -46,8 +60,15 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
 class GraphBYOL(nn.Module):
     """Online encoder + projector (Linear-ReLU) + predictor (Linear-BatchNorm-ReLU); EMA target of E and P."""
 
-    def __init__(self, encoder: GNNEncoder, *, projector_dim: int, predictor_dim: int) -> None:
+    def __init__(self, encoder: GNNEncoder, *, projector_dim: int, predictor_dim: int,
+                 variance_weight: float = 0.0) -> None:
         super().__init__()
+        if variance_weight < 0:
+            raise ValueError(f"GraphBYOL: variance_weight must be >= 0, got {variance_weight}")
+        # Weight of :func:`variance_covariance_loss` on the online encoder's embeddings of both views.
+        self.variance_weight = float(variance_weight)
+        # The online embeddings of view 1 in the last forward pass (detached), for collapse monitoring.
+        self.last_embeddings: Tensor | None = None
         if predictor_dim != projector_dim:
             raise ValueError(f"GraphBYOL: predictor_dim ({predictor_dim}) must equal projector_dim "
                              f"({projector_dim}): the prediction is compared with the target projection")
@@ -94,7 +115,11 @@ class GraphBYOL(nn.Module):
         p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
         with torch.no_grad():
             z1, z2 = self.target_projector(t1), self.target_projector(t2)
-        return (byol_loss(p1, z2) + byol_loss(p2, z1)).mean()
+        self.last_embeddings = h1.detach()
+        loss = (byol_loss(p1, z2) + byol_loss(p2, z1)).mean()
+        if self.variance_weight > 0:
+            loss = loss + self.variance_weight * (variance_covariance_loss(h1) + variance_covariance_loss(h2))
+        return loss
 
     @torch.no_grad()
     def embed(self, view: GraphView) -> Tensor:

@@ -5,8 +5,15 @@ edges, so with the exported graphs each node reads from its own nearest neighbou
 of a node depends on nodes at most ``num_layers`` edges upstream.
 
 Layers: GCNConv; SAGEConv (mean); GATConv with one attention head (hidden_dim wide); GINConv with a
-Linear-ReLU-Linear MLP and a learnt epsilon; GCN2Conv after a Linear projection to hidden_dim (alpha 0.1,
-theta 0.5). Edge weights (the multiplicity of a kNN edge) are used by GCN and GCNII only. GAT learns its own
+Linear-ReLU-Linear MLP and a learnt epsilon; GCN2Conv after a Linear projection to hidden_dim (theta 0.5).
+
+Self term: ``alpha`` is the share of a node's own initial representation ``h_0`` put back after every layer,
+``h_{l+1} = (1 - alpha) * layer_l(h_l) + alpha * h_0`` (APPNP's teleport / GCNII's initial residual; GCNII
+takes it as its own ``alpha``). ``h_0`` is the input, or its projection to ``hidden_dim`` by a learnt linear
+map when the widths differ. ``alpha = 0`` is the plain stack; with ``gcn_norm``'s unit self-loop and ``k``
+in-edges of weight ``w`` a GCN layer alone keeps only about ``1 / (1 + k w)`` of the node's own feature.
+
+Edge weights (the multiplicity of a kNN edge) are used by GCN and GCNII only. GAT learns its own
 weights through attention, and GraphSAGE and GIN treat the graph as unweighted (a repeated edge counts once).
 
 Message passing: GCN, GCNII, GraphSAGE and GIN aggregate with a sparse CSR adjacency (rows = targets), i.e. a
@@ -21,24 +28,22 @@ be embedded layer by layer in chunks of nodes with exactly the same arithmetic a
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCN2Conv, GCNConv, GINConv, JumpingKnowledge, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import to_torch_csr_tensor
 
-# torch announces its sparse CSR support as beta on first use; the products used here are stable, and the
-# adjacency is built by PyG from validated edges, so the invariant-check notice is noise as well.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+from sslgraph.choices import Activation, EncoderKind, JKMode, NormKind, options
 
-ENCODER_KINDS = ("gcn", "sage", "gat", "gin", "gcnii")
-JK_MODES = ("last", "max", "cat", "mean")
-NORMS = ("none", "batch", "layer")
-ACTIVATIONS = ("none", "relu", "prelu", "gelu")
-# GCNII's initial-residual and identity-mapping strengths (the values its authors use).
+# The trained encoders; ``appnp`` (parameter-free propagation, :mod:`sslgraph.refine.propagate`) has no
+# GNNEncoder.
+PARAMETER_FREE_KINDS = ("appnp",)
+ENCODER_KINDS = tuple(k for k in options(EncoderKind) if k not in PARAMETER_FREE_KINDS)
+JK_MODES = options(JKMode)
+NORMS = options(NormKind)
+ACTIVATIONS = options(Activation)
+# GCNII's identity-mapping strength (the value its authors use); its initial residual is ``alpha``.
 GCNII_ALPHA = 0.1
 GCNII_THETA = 0.5
 
@@ -71,7 +76,7 @@ class GNNEncoder(nn.Module):
 
     def __init__(self, in_dim: int, *, kind: str = "gcn", num_layers: int = 2, hidden_dim: int = 768,
                  jk: str = "max", dropout: float = 0.0, residual: bool = False, norm: str = "none",
-                 activation: str = "none", use_edge_weight: bool = True) -> None:
+                 activation: str = "none", use_edge_weight: bool = True, alpha: float | None = None) -> None:
         super().__init__()
         _check_choice("kind", kind, ENCODER_KINDS)
         _check_choice("jk", jk, JK_MODES)
@@ -82,6 +87,12 @@ class GNNEncoder(nn.Module):
                              f"got {in_dim}, {num_layers}, {hidden_dim}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"GNNEncoder: dropout must be in [0, 1), got {dropout}")
+        # None: GCNII's own 0.1, no self term for the other kinds.
+        if alpha is None:
+            alpha = GCNII_ALPHA if kind == "gcnii" else 0.0
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"GNNEncoder: alpha (self term) must be in [0, 1), got {alpha}")
+        self.alpha = float(alpha)
         self.kind = kind
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
@@ -92,9 +103,14 @@ class GNNEncoder(nn.Module):
 
         self.input_proj = nn.Linear(in_dim, hidden_dim) if kind == "gcnii" else None
         self.input_act = _activation(activation) if kind == "gcnii" else None
+        # The self term's h_0 at the hidden width (GCNII applies its own initial residual inside the layer).
+        self.self_proj = None
+        if kind != "gcnii" and self.alpha > 0 and in_dim != hidden_dim:
+            self.self_proj = nn.Linear(in_dim, hidden_dim, bias=False)
         first_in = hidden_dim if kind == "gcnii" else in_dim
         self.convs = nn.ModuleList(
-            self._conv(kind, first_in if i == 0 else hidden_dim, hidden_dim, layer=i + 1) for i in range(num_layers)
+            self._conv(kind, first_in if i == 0 else hidden_dim, hidden_dim, layer=i + 1, alpha=self.alpha)
+            for i in range(num_layers)
         )
         self.norms = nn.ModuleList(_norm(norm, hidden_dim) for _ in range(num_layers - 1))
         self.acts = nn.ModuleList(_activation(activation) for _ in range(num_layers - 1))
@@ -102,7 +118,7 @@ class GNNEncoder(nn.Module):
         self.jk_module = JumpingKnowledge(jk) if jk in ("max", "cat") else None
 
     @staticmethod
-    def _conv(kind: str, in_dim: int, out_dim: int, *, layer: int) -> nn.Module:
+    def _conv(kind: str, in_dim: int, out_dim: int, *, layer: int, alpha: float = GCNII_ALPHA) -> nn.Module:
         if kind == "gcn":
             return GCNConv(in_dim, out_dim, normalize=False)
         if kind == "sage":
@@ -112,7 +128,7 @@ class GNNEncoder(nn.Module):
         if kind == "gin":
             mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
             return GINConv(mlp, train_eps=True)
-        return GCN2Conv(out_dim, alpha=GCNII_ALPHA, theta=GCNII_THETA, layer=layer, normalize=False)
+        return GCN2Conv(out_dim, alpha=alpha, theta=GCNII_THETA, layer=layer, normalize=False)
 
     def normalize_edges(self, edge_index: Tensor, edge_weight: Tensor | None,
                         num_nodes: int) -> tuple[Tensor, Tensor | None]:
@@ -153,6 +169,9 @@ class GNNEncoder(nn.Module):
             out = conv(inp, edge_index)
         if self.residual and out.shape[-1] == h.shape[-1]:
             out = out + h
+        if self.alpha > 0 and self.kind != "gcnii":
+            own = x0 if self.self_proj is None else self.self_proj(x0)
+            out = (1.0 - self.alpha) * out + self.alpha * own
         if index < self.num_layers - 1:
             out = self.acts[index](self.norms[index](out))
         return out

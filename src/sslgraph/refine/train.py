@@ -1,7 +1,7 @@
 """Stage B: refine node embeddings with graph BYOL over the teacher and student kNN graphs.
 
 ``refine_graphs`` trains :class:`~sslgraph.refine.byol.GraphBYOL` on two PyG ``Data`` views and returns the
-online encoder's embeddings; ``run_refine`` does it for a run directory. Choices:
+online encoder's embeddings (the run layer, :mod:`sslgraph.run.refine`, does it for a run directory). Choices:
 
 - ``transductive`` (reference): every node, held-out ones included, is in the graph and the loss.
   ``inductive``: training sees only the train-node subgraph (held-out nodes and all their edges removed);
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +31,19 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
-from sslgraph.config import Config, RefineConfig
-from sslgraph.graph.export import load_graph
+from sslgraph.choices import RefineOutput, check_option
+from sslgraph.config import RefineConfig
+from sslgraph.errors import GraphFileError, RefineError
+from sslgraph.graph.schema import check_graph_pair
 from sslgraph.refine.byol import GraphBYOL, GraphView
-from sslgraph.refine.encoders import GNNEncoder
+from sslgraph.refine.collapse import collapse_stats
+from sslgraph.refine.encoders import PARAMETER_FREE_KINDS, GNNEncoder
+from sslgraph.refine.propagate import appnp, propagation_matrix, select_alpha
 from sslgraph.utils.io import append_jsonl, atomic_save, read_jsonl, safe_load, write_jsonl
 from sslgraph.utils.misc import progress as progress_bar
 from sslgraph.utils.misc import rng_state, seed_everything, set_rng_state
 
-REQUIRED_FIELDS = ("x", "edge_index", "y", "train_mask", "test_mask")
 CHECKPOINT_VERSION = 1
-
-
-class RefineError(ValueError):
-    """The graphs or a refinement checkpoint cannot be used; the message says which and why."""
 
 
 @dataclass
@@ -60,51 +60,12 @@ class RefineResult:
 
 
 def validate_graphs(teacher: Data, student: Data) -> None:
-    """Check that the two views describe the same labelled nodes and hold finite features and valid edges."""
-    for name, data in (("teacher", teacher), ("student", student)):
-        missing = [key for key in REQUIRED_FIELDS if getattr(data, key, None) is None]
-        if missing:
-            raise RefineError(f"{name} graph: missing field(s) {', '.join(missing)}; need {', '.join(REQUIRED_FIELDS)}")
-        x, edge_index = data.x, data.edge_index
-        if x.dim() != 2 or not x.is_floating_point():
-            raise RefineError(f"{name} graph: x must be a float [N, d] tensor, got {x.dtype} {tuple(x.shape)}")
-        num_nodes = x.shape[0]
-        if num_nodes == 0:
-            raise RefineError(f"{name} graph: empty graph (x has no rows)")
-        bad_rows = (~torch.isfinite(x)).any(dim=1)
-        if bad_rows.any():
-            first = bad_rows.nonzero()[:5].flatten().tolist()
-            raise RefineError(f"{name} graph: x has {int(bad_rows.sum())} of {num_nodes} rows with NaN/inf "
-                              f"values (first rows: {first})")
-        for key in ("y", "train_mask", "test_mask"):
-            value = getattr(data, key)
-            if value.shape != (num_nodes,):
-                raise RefineError(f"{name} graph: {key} has shape {tuple(value.shape)}, expected ({num_nodes},) "
-                                  f"to match x")
-        if data.train_mask.dtype != torch.bool or data.test_mask.dtype != torch.bool:
-            raise RefineError(f"{name} graph: train_mask and test_mask must be bool tensors")
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
-            raise RefineError(f"{name} graph: edge_index must be an int64 [2, M] tensor, "
-                              f"got {edge_index.dtype} {tuple(edge_index.shape)}")
-        if edge_index.shape[1] == 0:
-            raise RefineError(f"{name} graph: no edges; export the graphs again after pretraining")
-        if int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes:
-            raise RefineError(f"{name} graph: edge_index refers to nodes outside 0..{num_nodes - 1}")
-        weight = getattr(data, "edge_weight", None)
-        if weight is not None and weight.shape != (edge_index.shape[1],):
-            raise RefineError(f"{name} graph: edge_weight has shape {tuple(weight.shape)}, "
-                              f"expected ({edge_index.shape[1]},) to match edge_index")
-    if teacher.x.shape[0] != student.x.shape[0]:
-        raise RefineError(f"node counts differ between views: teacher graph has {teacher.x.shape[0]} nodes, "
-                          f"student graph has {student.x.shape[0]}")
+    """Check that the two views follow the graph schema (:mod:`sslgraph.graph.schema`), describe the same
+    labelled nodes, and have features of one width (one encoder embeds both); raises ``GraphFileError``."""
+    check_graph_pair(teacher, student)
     if teacher.x.shape[1] != student.x.shape[1]:
-        raise RefineError(f"feature widths differ between views: teacher {teacher.x.shape[1]}, "
-                          f"student {student.x.shape[1]}; one encoder embeds both")
-    for key in ("y", "train_mask", "test_mask"):
-        if not torch.equal(getattr(teacher, key), getattr(student, key)):
-            raise RefineError(f"teacher and student graphs disagree on {key}; they must describe the same nodes")
-    if not teacher.train_mask.any():
-        raise RefineError("teacher graph: train_mask selects no nodes")
+        raise GraphFileError(f"feature widths differ between views: teacher {teacher.x.shape[1]}, "
+                             f"student {student.x.shape[1]}; one encoder embeds both")
 
 
 def graph_view(data: Data, *, faithful: bool = False) -> GraphView:
@@ -194,10 +155,70 @@ class NeighbourSampler:
 
 
 def build_model(in_dim: int, cfg: RefineConfig) -> GraphBYOL:
+    if cfg.encoder in PARAMETER_FREE_KINDS:
+        raise RefineError(f"refine.encoder={cfg.encoder} has nothing to train; use propagate_graphs")
+    if cfg.alpha is not None and cfg.alpha >= 1.0:
+        raise RefineError(f"refine.alpha={cfg.alpha}: a trained encoder needs alpha < 1 (1 ignores the graph)")
     encoder = GNNEncoder(in_dim, kind=cfg.encoder, num_layers=cfg.num_layers, hidden_dim=cfg.hidden_dim,
                          jk=cfg.jk, dropout=cfg.dropout, residual=cfg.residual, norm=cfg.norm,
-                         activation=cfg.activation, use_edge_weight=cfg.use_edge_weight)
-    return GraphBYOL(encoder, projector_dim=cfg.projector_dim, predictor_dim=cfg.predictor_dim)
+                         activation=cfg.activation, use_edge_weight=cfg.use_edge_weight, alpha=cfg.alpha)
+    return GraphBYOL(encoder, projector_dim=cfg.projector_dim, predictor_dim=cfg.predictor_dim,
+                     variance_weight=cfg.variance_weight)
+
+
+@dataclass
+class PropagationResult:
+    """Parameter-free refinement: every node's propagated features and the setting that produced them."""
+
+    embeddings: Tensor
+    alpha: float
+    hops: int
+    selection: dict[str, Any] | None
+
+
+def _propagation_views(teacher: Data, student: Data, cfg: RefineConfig) -> list[tuple[Tensor, Tensor]]:
+    """``(x, A_hat)`` per stream: features standardised with the training nodes' mean and std (so no single
+    dimension dominates a cosine), each over its own graph."""
+    views = []
+    for data in (teacher, student):
+        x = data.x.float()
+        train = x[data.train_mask]
+        std = train.std(dim=0, unbiased=False)
+        x = (x - train.mean(dim=0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
+        edge_index = data.edge_index.flip(0) if cfg.faithful else data.edge_index
+        weight = getattr(data, "edge_weight", None) if cfg.use_edge_weight else None
+        matrix = propagation_matrix(edge_index, weight, x.shape[0], normalization=cfg.propagation_norm,
+                                    symmetric=cfg.symmetrise, num_train=int(data.train_mask.sum()))
+        views.append((x, matrix))
+    return views
+
+
+def propagate_graphs(teacher: Data, student: Data, cfg: RefineConfig) -> PropagationResult:
+    """APPNP propagation of each stream over its own graph (:mod:`sslgraph.refine.propagate`), combined per
+    ``cfg.output``; ``alpha``/``hops`` from ``cfg`` or, where null, from the label-free rule. No training and
+    no labels: the masks only say which nodes are training nodes."""
+    validate_graphs(teacher, student)
+    check_option(RefineOutput, cfg.output, name="refine.output")
+    views = _propagation_views(teacher, student, cfg)
+    num_train = int(teacher.train_mask.sum())
+    selection = None
+    if cfg.alpha is None or cfg.hops is None:
+        alphas = [cfg.alpha] if cfg.alpha is not None else list(cfg.alpha_candidates)
+        hops = [cfg.hops] if cfg.hops is not None else list(cfg.hops_candidates)
+        selection = select_alpha(views, alphas=alphas, hops=hops, num_train=num_train, seed=cfg.seed)
+        alpha, num_hops = selection["alpha"], selection["hops"]
+    else:
+        alpha, num_hops = float(cfg.alpha), int(cfg.hops)
+    streams = [appnp(x, matrix, alpha=alpha, hops=num_hops) for x, matrix in views]
+    if cfg.output == "teacher":
+        embeddings = streams[0]
+    elif cfg.output == "student":
+        embeddings = streams[1]
+    elif cfg.output == "mean":
+        embeddings = (streams[0] + streams[1]) / 2
+    else:
+        embeddings = torch.cat(streams, dim=1)
+    return PropagationResult(embeddings=embeddings, alpha=alpha, hops=num_hops, selection=selection)
 
 
 @torch.no_grad()
@@ -251,8 +272,7 @@ def embed_views(model: GraphBYOL, teacher: GraphView, student: GraphView, *, out
                 device: torch.device, chunk_size: int = 4096, progress: bool = True) -> Tensor:
     """Refined embeddings of every node (float32, CPU) from the online encoder, combined per ``output``:
     ``concat`` [E(v1); E(v2)], ``teacher`` E(v1), ``student`` E(v2) or their ``mean``."""
-    if output not in ("concat", "teacher", "student", "mean"):
-        raise ValueError(f"refine.output must be concat, teacher, student or mean, got {output!r}")
+    check_option(RefineOutput, output, name="refine.output")
 
     def embed(view: GraphView) -> Tensor:
         if full_batch:
@@ -317,6 +337,18 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
     (lines past a resumed checkpoint are dropped first).
     """
     validate_graphs(teacher, student)
+    if cfg.encoder in PARAMETER_FREE_KINDS:
+        started = time.perf_counter()
+        propagated = propagate_graphs(teacher, student, cfg)
+        if log_path is not None:
+            write_jsonl(log_path, [{"epoch": 0, "alpha": propagated.alpha, "hops": propagated.hops,
+                                    "seconds": round(time.perf_counter() - started, 4),
+                                    **collapse_stats(propagated.embeddings, seed=cfg.seed)}])
+        return RefineResult(embeddings=propagated.embeddings, y=teacher.y.clone(),
+                            train_mask=teacher.train_mask.clone(), test_mask=teacher.test_mask.clone(),
+                            num_train=int(teacher.train_mask.sum()), losses=[],
+                            state_dict={"alpha": torch.tensor(propagated.alpha),
+                                        "hops": torch.tensor(propagated.hops)})
     device = torch.device(device)
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -343,12 +375,13 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
         samplers = tuple(NeighbourSampler(v, cfg.num_neighbors) for v in train_views)
 
     model.train()
+    warned_collapse = False
     epochs = progress_bar(range(start_epoch, cfg.epochs), desc="refine", total=cfg.epochs - start_epoch,
                           disable=None if progress else True)
     for epoch in epochs:
         started = time.perf_counter()
         if full_batch:
-            pairs: Iterable[tuple[GraphView, ...]] = [prepared]
+            pairs: Iterable[tuple[GraphView, ...]] = [prepared] * cfg.steps_per_epoch
         else:
             batches = progress_bar(_batches(train_views[0].num_nodes, cfg.batch_size, generator),
                                    desc="refine: batches", disable=None if progress else True)
@@ -360,9 +393,17 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
             raise RefineError(f"refinement loss became {epoch_loss} at epoch {epoch}; lower refine.lr "
                               f"(now {cfg.lr}) or check the graph features")
         losses.append(epoch_loss)
+        # Collapse diagnostics on the online embeddings of the last step's first view.
+        stats = collapse_stats(model.last_embeddings, seed=cfg.seed)
+        if stats["mean_cosine"] > cfg.collapse_cosine and not warned_collapse:
+            warned_collapse = True  # once per run: the log records every epoch's statistics
+            warnings.warn(f"refinement epoch {epoch}: the embeddings are collapsing (mean pairwise cosine "
+                          f"{stats['mean_cosine']:.2f} > refine.collapse_cosine={cfg.collapse_cosine}, effective "
+                          f"rank {stats['effective_rank']:.1f}); raise refine.variance_weight or refine.alpha",
+                          RuntimeWarning, stacklevel=2)
         if log_path is not None:
             append_jsonl(log_path, {"epoch": epoch, "loss": epoch_loss,
-                                    "seconds": round(time.perf_counter() - started, 4)})
+                                    "seconds": round(time.perf_counter() - started, 4), **stats})
         done = epoch + 1
         if checkpoint_path is not None and done % checkpoint_every == 0 and done < cfg.epochs:
             atomic_save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": done,
@@ -375,23 +416,3 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
     return RefineResult(embeddings=embeddings, y=teacher.y.clone(), train_mask=teacher.train_mask.clone(),
                         test_mask=teacher.test_mask.clone(), num_train=int(teacher.train_mask.sum()),
                         losses=losses, state_dict=state)
-
-
-def run_refine(run_dir: Path, cfg: Config, *, device: torch.device) -> Path:
-    """Refine ``RUN/graphs/{teacher,student}.pt`` into ``RUN/refined.pt`` (+ ``RUN/refine_log.jsonl``)."""
-    run_dir = Path(run_dir)
-    paths = [run_dir / "graphs" / f"{name}.pt" for name in ("teacher", "student")]
-    for path in paths:
-        if not path.is_file():
-            raise RefineError(f"graph file not found: {path}; it is written by `sslgraph pretrain` with "
-                              f"method.name=graph, or by `sslgraph export-graphs` from a pretraining checkpoint")
-    teacher, student = (load_graph(path) for path in paths)
-    checkpoint_path = run_dir / "refine_checkpoint.pt"
-    result = refine_graphs(teacher, student, cfg.refine, device=device, checkpoint_path=checkpoint_path,
-                           log_path=run_dir / "refine_log.jsonl")
-    out = run_dir / "refined.pt"
-    atomic_save({"embeddings": result.embeddings, "y": result.y, "train_mask": result.train_mask,
-                 "test_mask": result.test_mask, "num_train": result.num_train, "losses": result.losses,
-                 "gnn_state": result.state_dict, "refine_config": dataclasses.asdict(cfg.refine)}, out)
-    checkpoint_path.unlink(missing_ok=True)
-    return out

@@ -71,6 +71,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_dist():
+        return tensor
+    out = tensor.clone()
+    tdist.all_reduce(out, op=tdist.ReduceOp.MAX)
+    return out
+
+
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from every process along dim 0 in rank order; sizes may differ."""
     if not is_dist():

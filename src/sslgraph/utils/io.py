@@ -1,4 +1,4 @@
-"""Crash-safe file writing and safe checkpoint loading.
+"""Crash-safe file writing and safe checkpoint loading (where a run keeps which file: :mod:`sslgraph.run.rundir`).
 
 Every artefact a run depends on is written to a temporary file in the same directory, flushed to disk and
 then renamed over the target, so a kill, a crash or a full disk leaves either the old file or the new one,
@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from sslgraph.errors import CheckpointError
 
-class CheckpointError(RuntimeError):
-    """A checkpoint or artefact could not be read or written; the message names the file."""
+__all__ = ["CheckpointError", "append_jsonl", "atomic_save", "atomic_save_figure", "atomic_write_text", "read_jsonl",
+           "safe_load", "write_jsonl"]
 
 
 def _atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
@@ -52,13 +53,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def safe_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
-    """Load a file written by :func:`atomic_save` without unpickling arbitrary objects."""
+def atomic_save_figure(figure: Any, path: str | os.PathLike, *, dpi: int) -> Path:
+    """Render a matplotlib ``Figure`` in the format the suffix names (PNG without one) and write it atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=dpi)
+    return _atomic_write_bytes(path, buffer.getvalue())
+
+
+def safe_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """Load a file written by :func:`atomic_save` without unpickling arbitrary objects; ``mmap`` maps tensors
+    lazily (cheap when only a few plain values of a large checkpoint are read)."""
     target = Path(path)
     if not target.is_file():
         raise CheckpointError(f"file not found: {target}")
     try:
-        return torch.load(target, map_location=map_location, weights_only=True)
+        return torch.load(target, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several unrelated types for damaged files
         raise CheckpointError(f"could not load {target}: {err}") from err
 

@@ -1,4 +1,4 @@
-"""Seeding, device choice, RNG state capture and progress bars."""
+"""Seeding, device and precision choice, RNG state capture and progress bars."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sslgraph.errors import ConfigError
 from sslgraph.utils import dist
 
 T = TypeVar("T")
@@ -32,8 +33,15 @@ def resolve_device(name: str) -> torch.device:
         name = f"cuda:{dist.local_rank()}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use device=cpu")
     return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``optim.precision`` on ``device`` (None: full precision, no autocast)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def cpu_threads_for(*, num_workers: int) -> int:
@@ -59,11 +67,12 @@ def cpu_threads(threads: int) -> Iterator[None]:
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, disable: bool | None = None,
-             leave: bool = False) -> Iterator[T]:
-    """A tqdm bar on the main process only (and only on a terminal unless asked)."""
+             leave: bool = False) -> tqdm:
+    """A tqdm bar on the main process only (and only on a terminal unless asked); iterate it, or ``reset`` it
+    when the length changes."""
     if disable is None:
         disable = not dist.is_main() or not sys.stderr.isatty()
-    return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True))
+    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True)
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sslgraph.utils.io import atomic_save_figure
+
 DPI = 120
 
 
@@ -44,6 +46,12 @@ def plot_training_curves(
     epochs, refine = _series(refine_records or [], "loss")
     if refine:
         panels.append((epochs, refine, "refinement loss (graph BYOL)", "loss", "tab:purple"))
+    epochs, cosine = _series(refine_records or [], "mean_cosine")
+    if cosine:
+        panels.append((epochs, cosine, "refinement: mean pairwise cosine (collapse -> 1)", "cosine", "tab:red"))
+    epochs, rank = _series(refine_records or [], "effective_rank")
+    if rank:
+        panels.append((epochs, rank, "refinement: effective rank", "rank", "tab:orange"))
     if not panels:
         raise ValueError("plot_training_curves: no record has a numeric 'loss' or 'knn_top1' with an 'epoch'")
 
@@ -52,7 +60,4 @@ def plot_training_curves(
     for ax, (x, values, title, ylabel, colour) in zip(axes, panels):
         _panel(ax, x, values, title=title, ylabel=ylabel, colour=colour)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    return out
+    return atomic_save_figure(fig, path, dpi=DPI)

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
+from sslgraph.utils.io import atomic_save_figure
+
 DPI = 120
 METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
 # Above this many classes a legend would cover the plot; colours alone remain.
@@ -108,7 +110,4 @@ def plot_embeddings_before_after(
         fig.tight_layout(rect=(0, 0.06, 1, 1))
     else:
         fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    return out
+    return atomic_save_figure(fig, path, dpi=DPI)

@@ -18,6 +18,8 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 from torch import Tensor
 from torch_geometric.data import Data
 
+from sslgraph.utils.io import atomic_save_figure
+
 DPI = 120
 THUMB_HALF = 0.28  # half side of a thumbnail, in layout units (hop rings at radius 1 and 2)
 CAPTION_HEIGHT = 0.16  # the two caption lines below a thumbnail, in layout units
@@ -149,7 +151,4 @@ def plot_two_hop(
     fig.suptitle(title, fontsize=12)
     fig.text(0.5, 0.02, "black: centre   green: same class as the centre   red: other class   "
              "arrows: neighbour -> node that aggregates it", ha="center", fontsize=9)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    return out
+    return atomic_save_figure(fig, path, dpi=DPI)

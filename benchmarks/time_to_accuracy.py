@@ -1,0 +1,186 @@
+"""Time to accuracy: sslgraph's CPU preset against lightly's SimCLR on the same data, machine and clock.
+
+Each side trains for ``--minutes`` of wall-clock training time, one after the other, and is evaluated with
+*our* kNN protocol (k = 20, T = 0.07, cosine; all clean training images vote for every test image) every
+``--eval-every`` seconds of training; evaluation time is not on the clock.
+
+- ours: ``sslgraph pretrain --preset cifar10-cpu`` with ``optim.budget_minutes=--minutes`` (the preset's
+  method, objective, backbone and schedule), its teacher evaluated; the clock is the sum of the training
+  steps' time of each epoch, read from the run's log (one evaluation per epoch).
+- lightly: its own blocks as in its CIFAR-10 example — torchvision ResNet-18 (ImageNet stem, 32 px input),
+  ``SimCLRProjectionHead``, ``NTXentLoss``, ``SimCLRTransform(input_size=32, gaussian_blur=0.0)`` run by PIL in
+  one ``DataLoader`` worker, batch 256, SGD (lr 0.06, momentum 0.9, weight decay 5e-4).
+
+Prints a table, writes ``benchmarks/results/time_to_accuracy.json`` and ``docs/img/time_to_accuracy.png``.
+
+    python benchmarks/time_to_accuracy.py --data-root ../shared/datasets --minutes 15
+
+lightly is not a dependency of sslgraph; ``make bench-peer`` installs it into the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "time_to_accuracy.json"
+FIGURE = ROOT / "docs" / "img" / "time_to_accuracy.png"
+
+
+def knn_top1(backbone: torch.nn.Module, train, test, *, mean, std) -> float:
+    """Our protocol: clean, eval-mode, L2-normalised backbone features; weighted kNN k=20, T=0.07."""
+    from sslgraph.eval.knn import knn_accuracy
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(mean).view(1, 3, 1, 1)
+        s = torch.tensor(std).view(1, 3, 1, 1)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), 1000):
+                x = (images[i:i + 1000].float() / 255 - m) / s
+                out.append(F.normalize(backbone(x).flatten(1), dim=1))
+        return torch.cat(out)
+
+    was = backbone.training
+    backbone.eval()
+    accuracy = knn_accuracy(embed(train.images), train.targets, embed(test.images), test.targets, ks=[20],
+                            temperature=0.07)[20]
+    backbone.train(was)
+    return float(accuracy)
+
+
+def run_ours(args: argparse.Namespace) -> list[dict[str, float]]:
+    """sslgraph's preset through its own command line; one kNN record per epoch in log.jsonl."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "sslgraph", "pretrain", "--preset", "cifar10-cpu", "--data-root",
+               args.data_root, "--out", str(out), f"optim.budget_minutes={args.minutes}", "monitor.knn_every=1",
+               "monitor.knn_at_init=true", f"seed={args.seed}"]
+        subprocess.run(cmd, check=True)
+        records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    points, clock = [], 0.0
+    for record in records:
+        clock += record.get("epoch_seconds", 0.0)
+        if "knn_top1" in record:
+            points.append({"seconds": clock, "knn_top1": record["knn_top1"]})
+    return points
+
+
+def run_lightly(args: argparse.Namespace, train, test) -> list[dict[str, float]]:
+    """lightly's SimCLR on the same images (PIL transforms in one worker), evaluated every ``eval_every`` s."""
+    import torchvision
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+    from PIL import Image
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+
+    class Views(Dataset):
+        def __init__(self) -> None:
+            self.transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
+
+        def __len__(self) -> int:
+            return len(train)
+
+        def __getitem__(self, i: int):
+            image = Image.fromarray(train.images[i].permute(1, 2, 0).numpy())
+            return self.transform(image)
+
+    torch.manual_seed(args.seed)
+    resnet = torchvision.models.resnet18()
+    backbone = nn.Sequential(*list(resnet.children())[:-1], nn.Flatten())
+    model = nn.Sequential(backbone, SimCLRProjectionHead(512, 512, 128))
+    criterion = NTXentLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    loader = DataLoader(Views(), batch_size=256, shuffle=True, drop_last=True, num_workers=1,
+                        persistent_workers=True)
+    torch.set_num_threads(args.threads)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # what SimCLRTransform normalises with
+    points = [{"seconds": 0.0, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std)}]
+    clock, next_eval, budget = 0.0, args.eval_every, args.minutes * 60
+    while clock < budget:
+        start = time.perf_counter()
+        for views in loader:
+            x0, x1 = views[0]
+            loss = criterion(model(x0), model(x1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            clock += time.perf_counter() - start
+            if clock >= min(next_eval, budget):
+                points.append({"seconds": clock, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std)})
+                print(f"lightly {clock:7.1f} s  kNN {points[-1]['knn_top1']:.2f}", flush=True)
+                next_eval += args.eval_every
+                if clock >= budget:
+                    break
+            start = time.perf_counter()
+    return points
+
+
+def at(points: list[dict[str, float]], seconds: float) -> float:
+    """The last accuracy measured at or before ``seconds`` (the curve as a step function)."""
+    before = [p["knn_top1"] for p in points if p["seconds"] <= seconds + 1e-6]
+    return before[-1] if before else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True, help="folder holding cifar10/ (or the CIFAR-10 root)")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training clock of each side")
+    parser.add_argument("--eval-every", type=float, default=180.0, help="lightly: seconds of training per kNN")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sides", default="ours,lightly")
+    args = parser.parse_args()
+
+    from sslgraph.config import DataConfig
+    from sslgraph.data.datasets import build_dataset
+
+    data = DataConfig(root=args.data_root)
+    train, test = build_dataset(data, "train"), build_dataset(data, "test")
+    curves: dict[str, list[dict[str, float]]] = {}
+    sides = args.sides.split(",")
+    if "ours" in sides:
+        curves["sslgraph cifar10-cpu"] = run_ours(args)
+    if "lightly" in sides:
+        curves["lightly SimCLR"] = run_lightly(args, train, test)
+
+    grid = sorted({round(p["seconds"]) for points in curves.values() for p in points})
+    print(f"\n{'seconds':>8} " + " ".join(f"{name:>22}" for name in curves))
+    for s in grid:
+        print(f"{s:8d} " + " ".join(f"{at(points, s):22.2f}" for points in curves.values()))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"minutes": args.minutes, "protocol": "kNN k=20 T=0.07, 50,000 train / 10,000 test",
+                                   "machine_threads": args.threads, "curves": curves}, indent=2) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, points in curves.items():
+        ax.plot([p["seconds"] / 60 for p in points], [p["knn_top1"] for p in points], marker="o", label=name)
+    ax.set_xlabel("training wall-clock (minutes, 2 CPU cores)")
+    ax.set_ylabel("kNN top-1 (%), k=20, CIFAR-10 test")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=120)
+    print(f"wrote {RESULTS} and {FIGURE}")
+
+
+if __name__ == "__main__":
+    main()

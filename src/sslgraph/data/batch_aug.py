@@ -1,0 +1,303 @@
+"""Batched augmentation on the training device: a whole batch of uint8 images becomes views in a few tensor ops.
+
+Why not per-image PIL/v2 transforms in loader workers: on a 2-core CPU the per-image path costs as much as the
+training step, and on a GPU it cannot keep up. Why not kornia or ``torchvision.transforms.v2``: v2 draws one
+parameter set per call (one crop box for the whole batch), and kornia draws its parameters from torch's
+global generator, so a view would depend on batch composition, process count and call order. Here every random
+number is a counter-based hash of ``(seed, epoch, index, view, slot)``: a view is a pure function of those
+five values, whatever the batch, device, worker or process layout, which keeps DDP and resumed runs exact.
+
+The recipe is DINO's (and SimCLR's): random resized crop + horizontal flip (two batched matrix products),
+colour jitter (brightness, contrast, saturation, hue — applied in that fixed order, where torchvision shuffles
+the order per image), random grayscale, Gaussian blur with a per-sample sigma (separable, one grouped
+convolution per axis), solarisation, normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sslgraph.config import AugConfig
+from sslgraph.data.transforms import blur_kernel_size, blur_sigma
+
+_M32 = 0xFFFFFFFF
+_HASH_MUL = 0x45D9F3B  # < 2**31: products of 32-bit values stay below 2**63, no signed overflow
+_GOLDEN = 0x9E3779B9
+
+# Slots of the per-sample random stream; each draws an independent uniform number.
+_SCALE, _RATIO, _LEFT, _TOP, _FLIP, _JIT_P, _BRIGHT, _CONTRAST, _SAT, _HUE, _GRAY, _BLUR_P, _SIGMA, _SOLAR = range(14)
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A well-mixing 32-bit integer hash on int64 tensors holding values in ``[0, 2**32)``."""
+    x = ((x >> 16) ^ x) * _HASH_MUL & _M32
+    x = ((x >> 16) ^ x) * _HASH_MUL & _M32
+    return (x >> 16) ^ x
+
+
+def sample_keys(indices: Tensor, *, seed: int, epoch: int, view: int) -> Tensor:
+    """One 32-bit key per sample from ``(seed, epoch, index, view)``; the root of all of its random numbers."""
+    key = _mix32(torch.full_like(indices, (seed * _GOLDEN) & _M32, dtype=torch.long))
+    key = _mix32(key ^ (epoch & _M32))
+    key = _mix32(key ^ (indices.long() & _M32))
+    return _mix32(key ^ ((view * _GOLDEN + 1) & _M32))
+
+
+def uniform(keys: Tensor, slot: int) -> Tensor:
+    """A float32 in ``[0, 1)`` per key for random-number ``slot`` (24 random bits)."""
+    h = _mix32(keys ^ ((slot + 1) * 0x27D4EB2D & _M32))
+    return (h >> 8).float() / float(1 << 24)
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """What one view does; probabilities of 0 skip a step entirely."""
+
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 3
+    solarize_p: float = 0.0
+
+
+def view_recipes(aug: AugConfig, *, image_size: int) -> list[ViewRecipe]:
+    """DINO's two global views from the config: view 1 always blurred, view 2 rarely blurred, sometimes solarised.
+
+    Blur kernel and sigma follow the image size (the reference's sigma 0.1-2.0 at 224 px, scaled), as in
+    :func:`sslgraph.data.transforms.blur_sigma`.
+    """
+    common = dict(size=image_size, scale=(aug.crop_scale_min, aug.crop_scale_max), flip_p=aug.flip_p,
+                  jitter_p=aug.jitter_p, brightness=aug.jitter_brightness, contrast=aug.jitter_contrast,
+                  saturation=aug.jitter_saturation, hue=aug.jitter_hue, grayscale_p=aug.grayscale_p,
+                  blur_sigma=blur_sigma(aug, image_size), blur_kernel=blur_kernel_size(image_size, aug.blur_kernel_frac))
+    return [ViewRecipe(blur_p=aug.blur_p1, solarize_p=0.0, **common),  # type: ignore[arg-type]
+            ViewRecipe(blur_p=aug.blur_p2, solarize_p=aug.solarize_p2, **common)]  # type: ignore[arg-type]
+
+
+@dataclass
+class ViewParams:
+    """Per-sample parameters of one view, all drawn from the hash stream (exposed for tests and pictures)."""
+
+    boxes: Tensor       # [B, 4] integer crop box: left, top, width, height in source pixels
+    flip: Tensor        # [B] bool
+    jitter: Tensor      # [B] bool: colour jitter applied
+    brightness: Tensor  # [B] factors (1 where not jittered)
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor         # [B] shift in [-hue, hue] (0 where not jittered)
+    grayscale: Tensor   # [B] bool
+    sigma: Tensor       # [B] blur sigma in pixels (0: no blur)
+    solarize: Tensor    # [B] bool
+
+
+def draw_params(recipe: ViewRecipe, keys: Tensor, *, height: int, width: int) -> ViewParams:
+    """Per-sample parameters for images of ``height x width``: one draw per sample, no rejection loop.
+
+    The crop box follows torchvision's RandomResizedCrop (area fraction uniform in ``scale``, log aspect ratio
+    uniform in ``ratio``, integer box); where the box does not fit, its sides are clamped to the image instead
+    of retrying, so every sample costs the same.
+    """
+    area = height * width * (recipe.scale[0] + (recipe.scale[1] - recipe.scale[0]) * uniform(keys, _SCALE))
+    log_lo, log_hi = math.log(recipe.ratio[0]), math.log(recipe.ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * uniform(keys, _RATIO))
+    w = torch.sqrt(area * aspect).round().clamp(1, width)
+    h = torch.sqrt(area / aspect).round().clamp(1, height)
+    left = torch.floor(uniform(keys, _LEFT) * (width - w + 1)).clamp(max=width - w)
+    top = torch.floor(uniform(keys, _TOP) * (height - h + 1)).clamp(max=height - h)
+
+    def factor(slot: int, strength: float) -> Tensor:
+        return 1 + strength * (2 * uniform(keys, slot) - 1)
+
+    jitter = uniform(keys, _JIT_P) < recipe.jitter_p
+    one = torch.ones_like(area)
+    blur = uniform(keys, _BLUR_P) < recipe.blur_p
+    sigma = recipe.blur_sigma[0] + (recipe.blur_sigma[1] - recipe.blur_sigma[0]) * uniform(keys, _SIGMA)
+    return ViewParams(
+        boxes=torch.stack([left, top, w, h], dim=1),
+        flip=uniform(keys, _FLIP) < recipe.flip_p,
+        jitter=jitter,
+        brightness=torch.where(jitter, factor(_BRIGHT, recipe.brightness), one),
+        contrast=torch.where(jitter, factor(_CONTRAST, recipe.contrast), one),
+        saturation=torch.where(jitter, factor(_SAT, recipe.saturation), one),
+        hue=torch.where(jitter, recipe.hue * (2 * uniform(keys, _HUE) - 1), 0 * one),
+        grayscale=uniform(keys, _GRAY) < recipe.grayscale_p,
+        sigma=torch.where(blur, sigma, 0 * one),
+        solarize=uniform(keys, _SOLAR) < recipe.solarize_p,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The operations, each on a float batch [B, 3, H, W] in [0, 1] with per-sample parameters [B].
+
+
+def resample_matrix(start: Tensor, length: Tensor, *, in_size: int, out_size: int) -> Tensor:
+    """``[B, out_size, in_size]`` weights that resample ``[start, start + length)`` of an axis to ``out_size``.
+
+    Triangle (bilinear) filter whose support widens with the downscaling factor and is renormalised inside the
+    crop: the weights torchvision/PIL use for ``resize(..., antialias=True)``, so upsampling equals bilinear
+    interpolation of the cropped region and downsampling is antialiased.
+    """
+    scale = (length / out_size).unsqueeze(1)                                   # [B, 1]
+    support = scale.clamp(min=1.0)
+    centre = start.unsqueeze(1) + scale * (torch.arange(out_size, device=start.device, dtype=start.dtype) + 0.5)
+    pixel = torch.arange(in_size, device=start.device, dtype=start.dtype) + 0.5  # pixel centres
+    weight = (1 - ((pixel.view(1, 1, -1) - centre.unsqueeze(2)) / support.unsqueeze(2)).abs()).clamp(min=0)
+    inside = (pixel.view(1, 1, -1) > start.view(-1, 1, 1)) & (pixel.view(1, 1, -1) < (start + length).view(-1, 1, 1))
+    weight = weight * inside
+    return weight / weight.sum(dim=2, keepdim=True).clamp(min=1e-12)
+
+
+def resized_crop(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
+    """Crop each sample's integer box, resize it to ``size`` and mirror where ``flip``: two batched matrix
+    products with separable resampling matrices (no per-sample loop). Matches torchvision's ``resized_crop``
+    with ``antialias=True`` followed by ``hflip``, up to rounding."""
+    _, _, height, width = images.shape
+    left, top, w, h = boxes.to(images.dtype).unbind(1)
+    rows = resample_matrix(top, h, in_size=height, out_size=size)              # [B, S, H]
+    cols = resample_matrix(left, w, in_size=width, out_size=size)              # [B, S, W]
+    cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)
+    return rows.unsqueeze(1) @ images @ cols.transpose(1, 2).unsqueeze(1)
+
+
+def _gray(images: Tensor) -> Tensor:
+    """ITU-R 601-2 luma, as PIL and torchvision; ``[B, 1, H, W]``."""
+    r, g, b = images.unbind(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    return (factor.view(-1, 1, 1, 1) * images + (1 - factor.view(-1, 1, 1, 1)) * other).clamp_(0, 1)
+
+
+def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
+    return (images * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
+    return _blend(images, _gray(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
+    return _blend(images, _gray(images), factor)
+
+
+def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue by ``shift`` (fraction of a turn) per sample, through HSV as torchvision does."""
+    r, g, b = images.unbind(1)
+    maxc, _ = images.max(dim=1)
+    minc, _ = images.min(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hr = (maxc - r) / safe
+    hg = (maxc - g) / safe
+    hb = (maxc - b) / safe
+    hue = torch.where(maxc == r, hb - hg, torch.where(maxc == g, 2.0 + hr - hb, 4.0 + hg - hr))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    hue = (hue + shift.view(-1, 1, 1)) % 1.0
+    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    # HSV -> RGB without branches: each channel is v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6.
+    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    k = (n + 6.0 * hue.unsqueeze(1)) % 6.0
+    ramp = torch.minimum(k, 4.0 - k).clamp(0, 1)
+    return maxc.unsqueeze(1) * (1 - sat.unsqueeze(1) * ramp)
+
+
+def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur with a sigma per sample (0: unchanged), reflect padding as torchvision."""
+    b, c, height, width = images.shape
+    radius = kernel_size // 2
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    safe = sigma.clamp(min=1e-6).view(-1, 1)
+    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / safe) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    identity = (offsets == 0).to(images.dtype).expand(b, -1)
+    kernel = torch.where((sigma > 0).view(-1, 1), kernel, identity)
+    weight = kernel.repeat_interleave(c, dim=0)  # [B*C, K]
+    x = images.reshape(1, b * c, height, width)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), weight.view(b * c, 1, 1, -1), groups=b * c)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), weight.view(b * c, 1, -1, 1), groups=b * c)
+    return x.view(b, c, height, width)
+
+
+def solarize(images: Tensor, mask: Tensor, threshold: float = 128 / 255) -> Tensor:
+    flipped = torch.where(images >= threshold, 1 - images, images)
+    return torch.where(mask.view(-1, 1, 1, 1), flipped, images)
+
+
+def apply_view(images: Tensor, params: ViewParams, recipe: ViewRecipe) -> Tensor:
+    """One view of a float batch in ``[0, 1]`` with the given per-sample parameters; values stay in ``[0, 1]``."""
+    x = resized_crop(images, params.boxes, params.flip, recipe.size)
+    if recipe.jitter_p > 0:
+        x = adjust_brightness(x, params.brightness)
+        x = adjust_contrast(x, params.contrast)
+        x = adjust_saturation(x, params.saturation)
+        if recipe.hue > 0:
+            x = torch.where(params.jitter.view(-1, 1, 1, 1), adjust_hue(x, params.hue), x)
+    if recipe.grayscale_p > 0:
+        x = torch.where(params.grayscale.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+    if recipe.blur_p > 0:
+        x = gaussian_blur(x, params.sigma, recipe.blur_kernel)
+    if recipe.solarize_p > 0:
+        x = solarize(x, params.solarize)
+    return x
+
+
+class BatchAugment:
+    """Makes the views of a pretraining batch on the device the images are on.
+
+    ``recipes`` lists the views in order (e.g. two global crops, then local crops); view ``v`` of image
+    ``indices[b]`` at ``epoch`` depends only on ``(seed, epoch, indices[b], v)``. ``sources`` lets a view be
+    taken from another image (a bootstrapped neighbour) while keeping the key of the anchor index.
+    """
+
+    def __init__(self, recipes: Sequence[ViewRecipe], *, mean: Sequence[float], std: Sequence[float],
+                 seed: int) -> None:
+        if not recipes:
+            raise ValueError("BatchAugment needs at least one view recipe")
+        self.recipes = list(recipes)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+        self.seed = seed
+
+    def params(self, view: int, indices: Tensor, *, epoch: int, height: int, width: int) -> ViewParams:
+        keys = sample_keys(indices, seed=self.seed, epoch=epoch, view=view)
+        return draw_params(self.recipes[view], keys, height=height, width=width)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def __call__(self, images: Tensor, indices: Tensor, *, epoch: int,
+                 sources: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+        """``images`` uint8 ``[B, 3, H, W]`` (or float in [0, 1]); returns one normalised float batch per view.
+
+        ``sources[v]``, when given, is a uint8 batch aligned with ``images`` that view ``v`` is cut from instead.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
+        base = _to_unit_float(images)
+        height, width = images.shape[-2:]
+        views = []
+        for v, recipe in enumerate(self.recipes):
+            src = base if sources is None or sources[v] is None else _to_unit_float(sources[v])
+            params = self.params(v, indices.to(images.device), epoch=epoch, height=height, width=width)
+            views.append(self.normalize(apply_view(src, params, recipe)))
+        return views
+
+
+def _to_unit_float(images: Tensor) -> Tensor:
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()

@@ -1,0 +1,73 @@
+"""Evaluation stage: everything a run directory holds, measured and written to ``metrics.json``.
+
+Each part is skipped, with the reason recorded, when its input is absent: the backbones need
+``checkpoint.pt``, the node features need ``graphs/*.pt`` (and ``refined.pt`` for the refined rows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sslgraph.config import Config
+from sslgraph.data import build_dataset
+from sslgraph.eval.evaluate import evaluate_backbones, evaluate_node_features, json_safe
+from sslgraph.run.rundir import RunDir
+from sslgraph.training.checkpoint import NETWORK_KEYS, load_checkpoint, pretrained_backbones
+from sslgraph.utils import dist
+
+
+def backbones_part(run: RunDir, cfg: Config, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
+    if not run.checkpoint.is_file():
+        return {"skipped": f"no {RunDir.CHECKPOINT} in {run}"}
+    state = load_checkpoint(run.checkpoint, map_location=device, keys=NETWORK_KEYS)
+    _, teacher, student = pretrained_backbones(state, device=device)
+    del state
+    train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
+    return evaluate_backbones(teacher, student, train_set=train_set, test_set=test_set, cfg=cfg, device=device,
+                              progress=progress)
+
+
+def nodes_part(run: RunDir, cfg: Config, *, device: torch.device) -> dict[str, Any]:
+    missing = run.missing_graphs()
+    if missing:
+        return {"skipped": f"missing {', '.join(missing)} in {run}"}
+    graphs = run.read_graphs()
+    teacher, student = graphs["teacher"], graphs["student"]
+    refined = run.read_refined(teacher)["embeddings"] if run.refined.is_file() else None
+    result = evaluate_node_features(teacher, student, refined=refined, cfg=cfg, device=device)
+    if refined is None:
+        result["refined_skipped"] = f"no {RunDir.REFINED} in {run}"
+    return result
+
+
+def evaluate_run(run: RunDir, cfg: Config, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the run and write ``metrics.json`` atomically (main process); returns the metrics."""
+    metrics: dict[str, Any] = {
+        "dataset": {
+            "name": cfg.data.dataset,
+            "train_split": cfg.data.train_split,
+            "test_split": cfg.data.test_split,
+            "train_subset": cfg.data.train_subset,
+            "test_subset": cfg.data.test_subset,
+            "image_size": cfg.data.image_size,
+        },
+        "seed": cfg.seed,
+        "backbone": cfg.model.backbone,
+        "seconds": {},
+    }
+    parts: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+        ("backbones", lambda: backbones_part(run, cfg, device=device, progress=progress)),
+        ("nodes", lambda: nodes_part(run, cfg, device=device)),
+    )
+    for part, evaluate in parts:
+        start = time.perf_counter()
+        metrics[part] = evaluate()
+        metrics["seconds"][part] = round(time.perf_counter() - start, 3)
+    metrics = json_safe(metrics)
+    if dist.is_main():
+        run.write_metrics(metrics)
+    return metrics

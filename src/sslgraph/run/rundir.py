@@ -1,0 +1,204 @@
+"""The run directory: every path a run reads or writes, its layout, and the reads several stages share.
+
+```
+RUN/
+  config.yaml          resolved config (reproduces the run)                           pretrain
+  log.jsonl            one JSON object per pretraining epoch (+ epoch -1: initialisation)
+  tb/                  TensorBoard scalars
+  checkpoint.pt        latest pretraining state, written atomically every epoch
+  graphs/teacher.pt    torch_geometric Data per stream (see sslgraph.graph.export)    pretrain or export
+  graphs/student.pt
+  refine_checkpoint.pt refinement state while it runs (removed when it finishes)      refine
+  refine_log.jsonl     one JSON object per refinement epoch
+  refined.pt           refined embeddings, labels, masks, GNN state, loss log
+  metrics.json         every number with its protocol                                 evaluate
+  figures/*.png        training curves, embeddings before/after, 2-hop neighbourhoods visualize
+  report.md            the report, figures linked                                     report
+  report.html          the same report, figures embedded
+  pipeline.json        seconds per stage run by `sslgraph run`                         pipeline
+```
+
+Only this module names these files; the stage modules next to it read and write through a :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from torch_geometric.data import Data
+
+from sslgraph.config import Config, to_yaml
+from sslgraph.errors import CheckpointError, ConfigError, GraphFileError
+from sslgraph.graph.export import load_graph_pair, load_refined
+from sslgraph.utils.io import atomic_write_text, read_jsonl
+
+STREAMS = ("teacher", "student")
+
+
+@dataclass(frozen=True, init=False)
+class RunDir:
+    """The files of one run under :attr:`root`, by role."""
+
+    root: Path
+
+    CONFIG = "config.yaml"
+    LOG = "log.jsonl"
+    TENSORBOARD = "tb"
+    CHECKPOINT = "checkpoint.pt"
+    GRAPHS = "graphs"
+    REFINE_CHECKPOINT = "refine_checkpoint.pt"
+    REFINE_LOG = "refine_log.jsonl"
+    REFINED = "refined.pt"
+    METRICS = "metrics.json"
+    FIGURES = "figures"
+    REPORT_MD = "report.md"
+    REPORT_HTML = "report.html"
+    PIPELINE = "pipeline.json"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def log(self) -> Path:
+        return self.root / self.LOG
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / self.TENSORBOARD
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / self.CHECKPOINT
+
+    @property
+    def graphs_dir(self) -> Path:
+        return self.root / self.GRAPHS
+
+    def graph(self, stream: str) -> Path:
+        return self.graphs_dir / f"{stream}.pt"
+
+    @property
+    def graph_paths(self) -> list[Path]:
+        return [self.graph(stream) for stream in STREAMS]
+
+    @property
+    def refine_checkpoint(self) -> Path:
+        return self.root / self.REFINE_CHECKPOINT
+
+    @property
+    def refine_log(self) -> Path:
+        return self.root / self.REFINE_LOG
+
+    @property
+    def refined(self) -> Path:
+        return self.root / self.REFINED
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / self.METRICS
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / self.FIGURES
+
+    def figure(self, name: str) -> Path:
+        return self.figures_dir / f"{name}.png"
+
+    @property
+    def figure_paths(self) -> list[Path]:
+        return sorted(self.figures_dir.glob("*.png"))
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / self.REPORT_MD
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / self.REPORT_HTML
+
+    @property
+    def pipeline_state(self) -> Path:
+        return self.root / self.PIPELINE
+
+    # ------------------------------------------------------------------ reads shared by the stages
+    def require(self) -> RunDir:
+        """This run, after checking that its directory exists (a user error otherwise)."""
+        if not self.root.is_dir():
+            raise ConfigError(f"--run: no such run directory: {self.root}")
+        return self
+
+    def saved_config(self) -> dict[str, Any] | None:
+        """The values of ``config.yaml``, or None for a directory without one (graphs built elsewhere)."""
+        if not self.config.is_file():
+            return None
+        try:
+            values = OmegaConf.to_container(OmegaConf.load(self.config))
+        except Exception as err:  # YAML and OmegaConf raise several unrelated types for a damaged file
+            raise ConfigError(f"{self.config}: cannot read the saved configuration ({err})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{self.config}: expected a mapping of config sections")
+        return values  # type: ignore[return-value]
+
+    def has_graphs(self) -> bool:
+        return all(path.is_file() for path in self.graph_paths)
+
+    def missing_graphs(self) -> list[str]:
+        return [str(path.relative_to(self.root)) for path in self.graph_paths if not path.is_file()]
+
+    def read_graphs(self) -> dict[str, Data]:
+        """Both streams' graphs, checked against the one schema and against each other."""
+        for path in self.graph_paths:
+            if not path.is_file():
+                raise GraphFileError(f"graph file not found: {path}; it is written by `sslgraph pretrain` with "
+                                     f"method.name=graph, or by `sslgraph export-graphs` from a pretraining "
+                                     f"checkpoint")
+        return dict(zip(STREAMS, load_graph_pair(*self.graph_paths)))
+
+    def read_refined(self, reference: Data) -> dict[str, Any]:
+        """The refined embeddings, checked to describe ``reference``'s nodes."""
+        if not self.refined.is_file():
+            raise GraphFileError(f"refined embeddings not found: {self.refined}; run `sslgraph refine` first")
+        return load_refined(self.refined, reference)
+
+    def require_checkpoint(self) -> Path:
+        if not self.checkpoint.is_file():
+            raise CheckpointError(f"no pretraining checkpoint in {self.root} ({self.CHECKPOINT}); run "
+                                  f"`sslgraph pretrain --out {self.root}` first")
+        return self.checkpoint
+
+    def read_log(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.log)
+
+    def read_refine_log(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.refine_log)
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        return json.loads(self.metrics.read_text(encoding="utf-8")) if self.metrics.is_file() else None
+
+    def read_pipeline_state(self) -> dict[str, Any]:
+        if not self.pipeline_state.is_file():
+            return {"stages": {}}
+        return json.loads(self.pipeline_state.read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ writes shared by the stages
+    def write_config(self, cfg: Config) -> Path:
+        return atomic_write_text(self.config, to_yaml(cfg))
+
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        return atomic_write_text(self.metrics, json.dumps(metrics, indent=2) + "\n")
+
+    def write_pipeline_state(self, state: dict[str, Any]) -> Path:
+        return atomic_write_text(self.pipeline_state, json.dumps(state, indent=2, sort_keys=True))

@@ -1,0 +1,393 @@
+"""The pretraining loop (DINO self-distillation): stage A without files.
+
+Read :meth:`Trainer.fit` top to bottom: it is the whole of stage A. The loop owns everything methods share
+(data, networks, optimiser, schedules, mixed precision, DDP, the online kNN monitor, checkpoint states, log
+records); a :class:`~sslgraph.methods.hooks.Method` extends it through its hooks. What the loop produces goes
+to a :class:`~sslgraph.training.outputs.TrainingSink` on the main process; it never names a file (the run
+layer, :mod:`sslgraph.run.pretrain`, decides where things are written).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from torch_geometric.data import Data
+
+from sslgraph.config import Config, to_dict
+from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
+from sslgraph.data.transforms import IMAGENET_CROP_RATIO
+from sslgraph.data.batch_aug import BatchAugment, view_recipes
+from sslgraph.data.batches import PretrainBatches
+from sslgraph.errors import ConfigError, NonFiniteLossError
+from sslgraph.eval.features import extract_features
+from sslgraph.eval.knn import knn_accuracy
+from sslgraph.methods import Method, Split, Stream, build_method
+from sslgraph.models.network import build_network
+from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, param_groups
+from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule
+from sslgraph.training.objectives import Objective, build_objective
+from sslgraph.training.outputs import MemorySink, TrainingSink
+from sslgraph.utils import dist
+from sslgraph.utils.misc import (autocast_dtype, cpu_threads, cpu_threads_for, progress, rng_state, seed_everything,
+                                 set_rng_state)
+
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+# With optim.budget_minutes, steps CALIBRATION_SKIP..CALIBRATION_STEPS-1 of the first epoch are timed.
+CALIBRATION_SKIP = 3
+CALIBRATION_STEPS = 15
+
+
+class Trainer:
+    """Builds everything a pretraining run needs from a :class:`Config` and runs or restores it.
+
+    It is also the :class:`~sslgraph.methods.hooks.TrainContext` its method sees. ``sink`` receives the log
+    records, checkpoint states and graphs (default: kept in memory).
+    """
+
+    def __init__(self, cfg: Config, *, device: torch.device, sink: TrainingSink | None = None) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.sink: TrainingSink = sink if sink is not None else MemorySink()
+        self.amp_dtype = autocast_dtype(cfg.optim.precision, device)
+
+        seed_everything(cfg.seed)
+        self.train_base, self.test_base = self._build_datasets()
+        self._check_batch_size()
+
+        self.student = build_network(cfg, drop_path_rate=cfg.model.drop_path_rate).to(device)
+        self.teacher = build_network(cfg, drop_path_rate=0.0).to(device)
+        # ResNets run faster on channels-last inputs on both CPU and GPU; ViTs see no difference.
+        self.channels_last = cfg.model.backbone.startswith("resnet")
+        if self.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            self.teacher.to(memory_format=torch.channels_last)
+        if dist.is_dist() and device.type == "cuda":
+            self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            self.teacher = nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.student_ddp: nn.Module = self.student
+        if dist.is_dist():
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.student_ddp = DistributedDataParallel(self.student, device_ids=device_ids)
+        self.student_forward: nn.Module = torch.compile(self.student_ddp) if cfg.optim.compile else self.student_ddp
+        self.embed_dim = self.student.backbone.embed_dim
+
+        # The loader only gathers uint8 images (from the cache, or decoded by workers); the views are made on
+        # the device, as a function of (seed, epoch, index) only.
+        self.sampler = DistributedSampler(range(len(self.train_base)), num_replicas=dist.world_size(),
+                                          rank=dist.rank(), shuffle=True, seed=cfg.seed, drop_last=True)
+        self.local_batch = cfg.optim.batch_size // dist.world_size()
+        self.batches = PretrainBatches(
+            self.train_base, sampler=self.sampler, batch_size=self.local_batch, device=device,
+            num_workers=cfg.data.num_workers, storage_size=round(cfg.data.image_size / IMAGENET_CROP_RATIO),
+            cache_on_device=device.type == "cuda")
+        self.augment = BatchAugment(view_recipes(cfg.aug, image_size=cfg.data.image_size), mean=cfg.data.mean,
+                                    std=cfg.data.std, seed=cfg.seed)
+        self.iters_per_epoch = len(self.batches)
+        self.eval_sets = {split: EvalDataset(base, eval_transform(cfg.data))
+                          for split, base in (("train", self.train_base), ("test", self.test_base))}
+
+        o = cfg.optim
+        self.objective: Objective = build_objective(cfg, device=device)
+        groups = param_groups(self.student)
+        if o.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=0.0, momentum=o.sgd_momentum,
+                                                                    nesterov=True)
+        else:
+            self.optimizer = torch.optim.AdamW(groups)
+        # The run's length in iterations: optim.epochs, or what optim.budget_minutes allows (set in fit()).
+        self.total_iters = o.epochs * self.iters_per_epoch
+        self._build_schedules()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.method: Method = build_method(
+            cfg, num_train=len(self.train_base), num_test=len(self.test_base), embed_dim=self.embed_dim,
+            train_labels=self.train_base.targets, test_labels=self.test_base.targets, device=device)
+        self.start_epoch = 0
+        self.resumed = False
+        self._embed_cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def _build_schedules(self) -> None:
+        """Per-iteration lr, weight decay and teacher momentum over :attr:`total_iters`."""
+        o, ipe, total = self.cfg.optim, self.iters_per_epoch, self.total_iters
+        self.lr_schedule = cosine_schedule(scaled_lr(o.lr, o.batch_size), o.min_lr, epochs=o.epochs,
+                                           iters_per_epoch=ipe, warmup_epochs=o.warmup_epochs, total_iters=total)
+        self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, epochs=o.epochs, iters_per_epoch=ipe,
+                                           total_iters=total)
+        self.momentum_schedule = teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs,
+                                                           iters_per_epoch=ipe, total_iters=total)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs this run trains: ``optim.epochs``, or as many (the last one partial) as the budget allows."""
+        return -(-self.total_iters // self.iters_per_epoch)
+
+    def _set_budget(self, seconds_per_step: float) -> None:
+        """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts)."""
+        per_step = float(dist.all_reduce_max(torch.tensor(seconds_per_step, device=self.device)))
+        minutes = float(self.cfg.optim.budget_minutes)
+        self.total_iters = max(CALIBRATION_STEPS + 1, int(minutes * 60 / per_step))
+        self._build_schedules()
+        self._log(f"budget {minutes:g} min: {per_step * 1000:.0f} ms per step -> {self.total_iters} iterations "
+                  f"({self.total_iters / self.iters_per_epoch:.2f} epochs)")
+
+    # ------------------------------------------------------------------ set-up checks
+    def _build_datasets(self) -> tuple[ImageDataset, ImageDataset]:
+        """The main process decodes (and caches) first, so the others read the cache instead of racing it."""
+        built: tuple[ImageDataset, ImageDataset] | None = None
+        if dist.is_main():
+            built = (build_dataset(self.cfg.data, "train"), build_dataset(self.cfg.data, "test"))
+        dist.barrier()
+        if built is None:
+            built = (build_dataset(self.cfg.data, "train", progress=False),
+                     build_dataset(self.cfg.data, "test", progress=False))
+        return built
+
+    def _check_batch_size(self) -> None:
+        batch, world, n = self.cfg.optim.batch_size, dist.world_size(), len(self.train_base)
+        if batch % world:
+            raise ConfigError(f"optim.batch_size: {batch} is not divisible by the {world} processes")
+        if batch // world * world > n // world * world or batch > n:
+            raise ConfigError(f"optim.batch_size: {batch} is larger than the training set ({n} images)")
+
+    # ------------------------------------------------------------------ the context methods see
+    def embed(self, stream: Stream, split: Split) -> torch.Tensor:
+        """Clean, eval-mode, L2-normalised backbone features; cached until the networks change."""
+        key = (stream, split)
+        if key not in self._embed_cache:
+            backbone = (self.teacher if stream == "teacher" else self.student).backbone
+            was_training = backbone.training
+            backbone.eval()
+
+            def fn(x: torch.Tensor) -> torch.Tensor:
+                with self._autocast():
+                    return F.normalize(backbone(x).float(), dim=1)
+
+            # Between epochs the training loader's workers are gone: on the CPU, inference takes every core.
+            on_cpu = self.device.type == "cpu"
+            threads = cpu_threads(cpu_threads_for(num_workers=0)) if on_cpu else nullcontext()
+            try:
+                with threads:
+                    self._embed_cache[key] = extract_features(
+                        fn, self.eval_sets[split], batch_size=self.cfg.monitor.eval_batch_size, device=self.device,
+                        num_workers=0 if on_cpu else self.cfg.data.num_workers, desc=f"embed {stream}/{split}")
+            finally:
+                backbone.train(was_training)
+        return self._embed_cache[key]
+
+    def save_graphs(self, graphs: dict[Stream, Data]) -> list[Path]:
+        """The method's graphs go to the sink on the main process; every process waits for the write."""
+        paths = self.sink.save_graphs(graphs) if dist.is_main() else []
+        dist.barrier()
+        if paths:
+            self._log("graphs written: " + ", ".join(str(p) for p in paths))
+        return paths
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        """State after ``epoch`` finished; ``epoch + 1`` is where a resumed run starts."""
+        return {
+            "epoch": epoch + 1,
+            "config": to_dict(self.cfg),
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "objective": self.objective.state_dict(),
+            "total_iters": self.total_iters,
+            "method": self.method.state_dict(),
+            "rng": rng_state(),
+            "world_size": dist.world_size(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint state: networks, optimiser, centre, method, RNG; :meth:`fit` then resumes."""
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.objective.load_state_dict(state["objective"])
+        if int(state["total_iters"]) != self.total_iters:
+            self.total_iters = int(state["total_iters"])
+            self._build_schedules()
+        self.method.load_state_dict(state["method"])
+        set_rng_state(state["rng"])
+        self.start_epoch = int(state["epoch"])
+        self.resumed = True
+        self._embed_cache.clear()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        """Train from :attr:`start_epoch` to ``optim.epochs``, then let the method finish (e.g. build its graphs).
+
+        A fresh run first records the kNN monitor at initialisation and starts the method; a restored one
+        (:meth:`load_state_dict`) goes straight to its next epoch.
+        """
+        cfg = self.cfg
+        if not self.resumed:
+            if cfg.monitor.knn_at_init:
+                self._write_record({"epoch": -1, "knn_top1": self.knn_monitor()})
+            self.method.on_train_start(self)
+
+        epoch = self.start_epoch
+        while epoch < self.epochs:  # with a budget, the first epoch fixes how many there are
+            record = self.train_one_epoch(epoch)
+            record.update(self.method.on_epoch_end(self, epoch=epoch))
+            every = cfg.monitor.knn_every
+            if every and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
+                record["knn_top1"] = self.knn_monitor()
+            self._save_checkpoint(epoch)
+            self._write_record(record)
+            epoch += 1
+
+        self.method.on_train_end(self)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, Any]:
+        self._embed_cache.clear()
+        self.student.train()
+        self.teacher.train()
+        self.sampler.set_epoch(epoch)
+        self.batches.set_partners(self.method.partners_for_epoch(epoch))
+        calibrate = epoch == 0 and self.cfg.optim.budget_minutes is not None and not self.resumed
+        steps = min(self.iters_per_epoch, self.total_iters - epoch * self.iters_per_epoch)
+
+        loss_sum = torch.zeros((), device=self.device)
+        seen = 0
+        start = calibration_start = time.perf_counter()
+        bar = progress(self.batches, desc=f"epoch {epoch + 1}/{self.epochs}", total=steps)
+        for step, batch in enumerate(bar):
+            if calibrate and step == CALIBRATION_SKIP:
+                calibration_start = time.perf_counter()
+            if calibrate and step == CALIBRATION_STEPS:
+                self._set_budget((time.perf_counter() - calibration_start) / (CALIBRATION_STEPS - CALIBRATION_SKIP))
+                steps = min(self.iters_per_epoch, self.total_iters)
+                bar.reset(total=steps)
+                bar.update(step)
+            if step >= steps:
+                break
+            views, indices = self._views(batch, epoch=epoch)
+            loss = self.training_step(views, indices, epoch=epoch, step=step)
+            loss_sum += loss.detach()
+            seen += indices.shape[0]
+        bar.close()
+        elapsed = time.perf_counter() - start
+        mean_loss = float(dist.all_reduce_mean(loss_sum / max(steps, 1)))
+        last_it = epoch * self.iters_per_epoch + steps - 1
+        return {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "lr": float(self.lr_schedule[last_it]),
+            "weight_decay": float(self.wd_schedule[last_it]),
+            "teacher_momentum": float(self.momentum_schedule[last_it]),
+            **self.objective.log_values(epoch),
+            "images_per_sec": seen * dist.world_size() / max(elapsed, 1e-9),
+            "epoch_seconds": elapsed,
+        }
+
+    def _views(self, batch: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor], *,
+               epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The augmented views of a uint8 batch; crop 2 comes from the partner images when bootstrapping."""
+        images, partners, indices = batch
+        views = self.augment(images, indices, epoch=epoch, sources=[None, partners])
+        return views, indices
+
+    def training_step(self, views: list[torch.Tensor], indices: torch.Tensor, *, epoch: int,
+                      step: int) -> torch.Tensor:
+        """One iteration: schedules, teacher/student forward, the objective's loss, update, EMA, method hook."""
+        o = self.cfg.optim
+        it = epoch * self.iters_per_epoch + step
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr_schedule[it])
+            group["weight_decay"] = float(self.wd_schedule[it]) if group["apply_wd"] else 0.0
+
+        batch = indices.shape[0]
+        inputs = torch.cat(views)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        teacher_feats = teacher_out = None
+        with self._autocast():
+            with torch.no_grad():
+                if self.objective.needs_teacher:
+                    teacher_feats, teacher_out = self.teacher(inputs)
+                    teacher_out = teacher_out.view(2, batch, -1)
+                elif self.method.uses_step_features:  # the teacher bank needs the teacher's crop-1 features
+                    teacher_feats = self.teacher.backbone(inputs[:batch])
+            student_feats, student_out = self.student_forward(inputs)
+            loss = self.objective.loss(student_out.view(2, batch, -1), teacher_out, epoch=epoch)
+
+        if not bool(dist.all_reduce_sum(torch.isfinite(loss).logical_not().float()) == 0):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {step}; stopping. The last good checkpoint ({epoch} "
+                f"epochs finished) is intact: lower optim.lr, raise optim.clip_grad or use "
+                f"optim.precision=fp32/bf16, then rerun with --resume.")
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if o.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients(self.student, o.clip_grad)
+        if hasattr(self.student.head, "last_layer"):
+            cancel_last_layer_gradients(self.student.head, epoch=epoch, freeze_epochs=o.freeze_last_layer)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+        with torch.no_grad():
+            self._update_teacher(float(self.momentum_schedule[it]))
+            self.objective.after_step(teacher_out)
+            if self.method.uses_step_features:
+                assert teacher_feats is not None
+                self.method.after_step(indices=indices.to(self.device), teacher_feats=teacher_feats[:batch].float(),
+                                       student_feats=student_feats[:batch].float())
+        return loss
+
+    @torch.no_grad()
+    def _update_teacher(self, momentum: float) -> None:
+        teacher_params = [p for p in self.teacher.parameters()]
+        student_params = [p.detach() for p in self.student.parameters()]
+        torch._foreach_mul_(teacher_params, momentum)
+        torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+    def knn_monitor(self) -> float:
+        """Weighted kNN top-1 (%) of the teacher backbone: clean training images vote for clean test images."""
+        mo = self.cfg.monitor
+        train = self.embed("teacher", "train")
+        labels = self.train_base.targets.to(self.device)
+        if mo.knn_train_subset is not None and mo.knn_train_subset < len(train):
+            generator = torch.Generator().manual_seed(self.cfg.seed)
+            keep = torch.randperm(len(train), generator=generator)[:mo.knn_train_subset]
+            train, labels = train[keep.to(self.device)], labels[keep.to(self.device)]
+        accuracy = knn_accuracy(train, labels, self.embed("teacher", "test"), self.test_base.targets.to(self.device),
+                                ks=[mo.knn_k], temperature=mo.knn_temperature)
+        return float(accuracy[mo.knn_k])
+
+    # ------------------------------------------------------------------ outputs
+    def _save_checkpoint(self, epoch: int) -> None:
+        if dist.is_main():
+            self.sink.save_checkpoint(self.state_dict(epoch))
+        dist.barrier()
+
+    def _write_record(self, record: dict[str, Any]) -> None:
+        if not dist.is_main():
+            return
+        self.sink.write_record(record)
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    @staticmethod
+    def _log(message: str) -> None:
+        if dist.is_main():
+            print(f"[sslgraph] {message}", flush=True)

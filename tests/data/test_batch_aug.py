@@ -1,0 +1,142 @@
+"""Batched on-device views: equal to torchvision's per-image ops on the same parameters, and a pure function of
+(seed, epoch, index, view)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from sslgraph.config import AugConfig
+from sslgraph.data.batch_aug import (BatchAugment, ViewRecipe, apply_view, draw_params, gaussian_blur, resample_matrix,
+                                     resized_crop, sample_keys, uniform, view_recipes)
+
+
+def _images(n: int = 24, size: int = 32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
+
+
+def _reference(image: torch.Tensor, params, b: int, recipe: ViewRecipe) -> torch.Tensor:
+    """torchvision's per-image ops, in the batched path's order, with sample ``b``'s parameters."""
+    left, top, w, h = (int(v) for v in params.boxes[b])
+    out = TF.resized_crop(image, top, left, h, w, [recipe.size, recipe.size], antialias=True)
+    if params.flip[b]:
+        out = TF.horizontal_flip(out)
+    out = out.float() / 255
+    if params.jitter[b]:
+        out = TF.adjust_brightness(out, float(params.brightness[b]))
+        out = TF.adjust_contrast(out, float(params.contrast[b]))
+        out = TF.adjust_saturation(out, float(params.saturation[b]))
+        out = TF.adjust_hue(out, float(params.hue[b]))
+    if params.grayscale[b]:
+        out = TF.rgb_to_grayscale(out, num_output_channels=3)
+    if params.sigma[b] > 0:
+        out = TF.gaussian_blur(out, [recipe.blur_kernel] * 2, [float(params.sigma[b])] * 2)
+    if params.solarize[b]:
+        out = TF.solarize(out, 128 / 255)
+    return out
+
+
+@pytest.mark.parametrize("size", [32, 24])
+def test_views_match_torchvision_on_the_same_parameters(size: int) -> None:
+    images = _images()
+    recipe = ViewRecipe(size=size, scale=(0.2, 1.0), saturation=0.4, blur_p=0.5, blur_sigma=(0.1, 1.5),
+                        blur_kernel=3, solarize_p=0.3)
+    params = draw_params(recipe, sample_keys(torch.arange(len(images)), seed=3, epoch=1, view=0), height=32, width=32)
+    # Every step must actually be exercised by this batch.
+    assert params.flip.any() and params.jitter.any() and params.grayscale.any()
+    assert (params.sigma > 0).any() and params.solarize.any()
+    out = apply_view(images.float() / 255, params, recipe)
+    for b in range(len(images)):
+        ref = _reference(images[b], params, b, recipe)
+        # The reference rounds the crop to uint8 before the colour steps; nothing else differs.
+        assert (out[b] - ref).abs().max() < 0.02, b
+
+
+def test_crop_equals_torchvision_resized_crop_up_to_rounding() -> None:
+    images = _images(4)
+    boxes = torch.tensor([[0, 0, 32, 32], [4, 6, 20, 16], [10, 3, 7, 29], [31, 31, 1, 1]], dtype=torch.float32)
+    flip = torch.tensor([False, True, False, True])
+    out = resized_crop(images.float(), boxes, flip, 32)
+    for b, (left, top, w, h) in enumerate(boxes.long().tolist()):
+        ref = TF.resized_crop(images[b], top, left, h, w, [32, 32], antialias=True)
+        if flip[b]:
+            ref = TF.horizontal_flip(ref)
+        assert (out[b] - ref.float()).abs().max() <= 1.0
+    assert torch.equal(out[0], images[0].float())  # the whole image at its own size is the identity
+
+
+def test_downsampling_is_antialiased_like_torchvision() -> None:
+    image = _images(1, 64)
+    out = resized_crop(image.float(), torch.tensor([[0.0, 0.0, 64.0, 64.0]]), torch.tensor([False]), 16)
+    ref = TF.resize(image[0], [16, 16], antialias=True).float()
+    assert (out[0] - ref).abs().max() <= 1.0
+
+
+def test_resample_rows_are_convex_weights_inside_the_box() -> None:
+    m = resample_matrix(torch.tensor([3.0]), torch.tensor([5.0]), in_size=16, out_size=8)
+    assert torch.allclose(m.sum(dim=2), torch.ones(1, 8))
+    assert (m[0, :, :3] == 0).all() and (m[0, :, 8:] == 0).all() and (m >= 0).all()
+
+
+def test_blur_with_sigma_zero_is_identity_and_matches_per_sample_kernels() -> None:
+    x = _images(3).float() / 255
+    sigma = torch.tensor([0.0, 0.7, 1.3])
+    out = gaussian_blur(x, sigma, 5)
+    assert torch.equal(out[0], x[0])
+    for b in (1, 2):
+        assert torch.allclose(out[b], TF.gaussian_blur(x[b], [5, 5], [float(sigma[b])] * 2), atol=1e-5)
+
+
+def test_a_view_depends_only_on_seed_epoch_index_and_view() -> None:
+    images = _images(16)
+    aug = BatchAugment(view_recipes(AugConfig(), image_size=32), mean=[0.5] * 3, std=[0.25] * 3, seed=7)
+    indices = torch.arange(100, 116)
+    v1, v2 = aug(images, indices, epoch=2)
+    # Another batch composition and order: the same (index, image) pairs give the same views.
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(1))[:9]
+    w1, w2 = aug(images[order], indices[order], epoch=2)
+    assert torch.equal(w1, v1[order]) and torch.equal(w2, v2[order])
+    # Another epoch, seed or view changes them.
+    assert not torch.equal(aug(images, indices, epoch=3)[0], v1)
+    other = BatchAugment(view_recipes(AugConfig(), image_size=32), mean=[0.5] * 3, std=[0.25] * 3, seed=8)
+    assert not torch.equal(other(images, indices, epoch=2)[0], v1)
+    assert not torch.equal(v1, v2)
+
+
+def test_partner_sources_keep_the_anchor_key() -> None:
+    images, partners = _images(8), _images(8).flip(0)
+    aug = BatchAugment([ViewRecipe(size=32), ViewRecipe(size=32)], mean=[0.0] * 3, std=[1.0] * 3, seed=0)
+    indices = torch.arange(8)
+    plain = aug(partners, indices, epoch=0)[1]
+    mixed = aug(images, indices, epoch=0, sources=[None, partners])
+    assert torch.equal(mixed[1], plain)  # view 2 cut from the partner with the anchor's parameters
+    assert torch.equal(mixed[0], aug(images, indices, epoch=0)[0])
+
+
+def test_uniform_stream_is_uniform_and_slots_are_independent() -> None:
+    keys = sample_keys(torch.arange(20_000), seed=0, epoch=0, view=0)
+    u, v = uniform(keys, 0), uniform(keys, 1)
+    assert 0 <= float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.01 and abs(float(u.std()) - (1 / 12) ** 0.5) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([u, v]))[0, 1])) < 0.03
+    # Neighbouring indices are not correlated either.
+    assert abs(float(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1])) < 0.03
+
+
+def test_crop_scale_and_ratio_follow_the_recipe() -> None:
+    recipe = ViewRecipe(size=32, scale=(0.25, 0.5), ratio=(1.0, 1.0))
+    params = draw_params(recipe, sample_keys(torch.arange(500), seed=0, epoch=0, view=0), height=64, width=64)
+    left, top, w, h = params.boxes.unbind(1)
+    area = w * h / 64**2
+    assert float(area.min()) >= 0.22 and float(area.max()) <= 0.53
+    assert ((left >= 0) & (top >= 0) & (left + w <= 64) & (top + h <= 64)).all()
+
+
+def test_bad_input_names_the_shape() -> None:
+    aug = BatchAugment([ViewRecipe(size=8)], mean=[0.0] * 3, std=[1.0] * 3, seed=0)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        aug(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.arange(2), epoch=0)
+    with pytest.raises(ValueError, match="at least one"):
+        BatchAugment([], mean=[0.0] * 3, std=[1.0] * 3, seed=0)

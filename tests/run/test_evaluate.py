@@ -1,0 +1,109 @@
+"""The evaluation stage on a run directory: metrics.json, skipped parts, and files that do not fit together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch_geometric.data import Data
+
+from sslgraph.config import Config, to_dict
+from sslgraph.errors import GraphFileError
+from sslgraph.graph.export import save_graph, save_refined
+from sslgraph.models.network import build_network
+from sslgraph.run import RunDir
+from sslgraph.run.evaluate import evaluate_run
+from sslgraph.utils.io import atomic_save
+
+NUM_TRAIN, NUM_TEST, CLASSES = 24, 12, 3
+CPU = torch.device("cpu")
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.eval.knn_ks, cfg.eval.probe_seeds, cfg.eval.probe_steps = [1, 5], 2, 10
+    return cfg
+
+
+def _graph(x: torch.Tensor, y: torch.Tensor, seed: int) -> Data:
+    gen = torch.Generator().manual_seed(seed)
+    node = torch.arange(NUM_TRAIN + NUM_TEST)
+    targets = node.repeat_interleave(2)
+    sources = (targets + 1 + torch.randint(0, NUM_TRAIN - 1, targets.shape, generator=gen)) % NUM_TRAIN
+    keep = sources != targets
+    return Data(x=x, edge_index=torch.stack([sources[keep], targets[keep]]), edge_weight=torch.ones(int(keep.sum())),
+                y=y, train_mask=node < NUM_TRAIN, test_mask=node >= NUM_TRAIN, num_train=NUM_TRAIN)
+
+
+def _node_run(root: Path, *, refined: bool = True) -> RunDir:
+    run = RunDir(root)
+    gen = torch.Generator().manual_seed(0)
+    n = NUM_TRAIN + NUM_TEST
+    y = torch.arange(n) % CLASSES
+    teacher = _graph(torch.randn(CLASSES, 6, generator=gen)[y] * 2 + torch.randn(n, 6, generator=gen), y, 1)
+    student = _graph(torch.randn(n, 6, generator=gen), y, 2)
+    save_graph(teacher, run.graph("teacher"))
+    save_graph(student, run.graph("student"))
+    if refined:
+        save_refined(run.refined, embeddings=teacher.x * 3, reference=teacher)
+    return run
+
+
+def test_evaluate_run_writes_metrics_json_and_records_skips(tmp_path: Path) -> None:
+    run = _node_run(tmp_path)
+    metrics = evaluate_run(run, _config(), device=CPU, progress=False)
+    on_disk = json.loads(run.metrics.read_text())
+    assert on_disk == metrics
+    assert RunDir.CHECKPOINT in on_disk["backbones"]["skipped"]
+    assert on_disk["dataset"]["name"] == "cifar10" and on_disk["seed"] == 0
+    assert on_disk["nodes"]["knn_protocol"]["ks"] == [1, 5]
+    assert "refined" in on_disk["nodes"]["feature_sets"] and "refined_skipped" not in on_disk["nodes"]
+    assert on_disk["nodes"]["graphs"]["teacher"]["train_to_train"]["same_class_share"] is not None
+
+
+def test_missing_refined_and_missing_graphs_are_recorded(tmp_path: Path) -> None:
+    run = _node_run(tmp_path / "run", refined=False)
+    nodes = evaluate_run(run, _config(), device=CPU, progress=False)["nodes"]
+    assert "refined" not in nodes["feature_sets"] and RunDir.REFINED in nodes["refined_skipped"]
+    empty = RunDir(tmp_path / "empty")
+    assert "missing graphs/teacher.pt, graphs/student.pt" in evaluate_run(empty, _config(), device=CPU)["nodes"][
+        "skipped"]
+
+
+def test_refined_file_for_other_nodes_is_rejected(tmp_path: Path) -> None:
+    run = _node_run(tmp_path)
+    node = torch.arange(NUM_TRAIN + NUM_TEST)
+    atomic_save({"embeddings": torch.randn(NUM_TRAIN + NUM_TEST, 4), "y": (node % CLASSES).flip(0),
+                 "train_mask": node < NUM_TRAIN, "test_mask": node >= NUM_TRAIN}, run.refined)
+    with pytest.raises(GraphFileError, match=r"refined\.pt: field 'y' differs"):
+        evaluate_run(run, _config(), device=CPU)
+
+
+def _image_folder(root: Path) -> None:
+    gen = torch.Generator().manual_seed(3)
+    for split, per_class in (("train", 4), ("test", 2)):
+        for c, name in enumerate(["apple", "pear"]):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8) // (c + 1)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+
+
+def test_backbones_come_from_the_checkpoint(tmp_path: Path) -> None:
+    cfg = _config()
+    cfg.eval.backbone_probe = False
+    cfg.data.dataset, cfg.data.root, cfg.data.num_workers = "imagefolder", str(tmp_path / "data"), 0
+    cfg.model.backbone, cfg.model.out_dim, cfg.model.head_hidden_dim = "vit_mini", 16, 32
+    cfg.model.head_bottleneck_dim = 8
+    _image_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    state = build_network(cfg, drop_path_rate=0.0).state_dict()
+    run = RunDir(tmp_path / "run")
+    atomic_save({"config": to_dict(cfg), "teacher": state, "student": state}, run.checkpoint)
+    backbones = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
+    assert backbones["splits"] == {"train": 8, "test": 4}
+    assert backbones["feature_sets"]["teacher"]["knn"] == backbones["feature_sets"]["student"]["knn"]

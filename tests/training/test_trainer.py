@@ -1,0 +1,168 @@
+"""The pretraining loop without files: one training step against hand-computed updates, the loop's outputs,
+resume from a state in memory, and a NaN loss."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import sslgraph.training.objectives as objectives_module
+import sslgraph.training.trainer as trainer_module
+from sslgraph.config import Config, load_config
+from sslgraph.errors import NonFiniteLossError
+from sslgraph.training import MemorySink, Trainer
+from tests.conftest import tiny_overrides
+
+CPU = torch.device("cpu")
+
+
+def _cfg(image_root: Path, **kwargs: Any) -> Config:
+    extra = kwargs.pop("extra", [])
+    return load_config(overrides=[*tiny_overrides(**kwargs), *extra], data_root=str(image_root))
+
+
+def test_one_training_step_schedules_update_ema_and_centre(image_root: Path) -> None:
+    cfg = _cfg(image_root, method="dino", extra=["optim.clip_grad=0", "optim.weight_decay=0.1",
+                                                  "optim.weight_decay_end=0.3", "optim.momentum_teacher=0.9"])
+    trainer = Trainer(cfg, device=CPU)
+    seen: dict[str, torch.Tensor] = {}
+    trainer.method.after_step = lambda **kw: seen.update(kw)  # type: ignore[method-assign]
+    trainer.method.uses_step_features = True  # as adasim/graph: the hook gets crop-1 features of both streams
+    trainer.student.train()
+    trainer.teacher.train()
+    gen = torch.Generator().manual_seed(0)
+    batch, step = 8, 2
+    crop1, crop2 = torch.randn(2, batch, 3, 32, 32, generator=gen)
+    indices = torch.arange(batch) * 3
+    # Make the teacher differ from the student, so the EMA has something to move.
+    with torch.no_grad():
+        for p in trainer.teacher.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=gen))
+        _, teacher_logits = trainer.teacher(torch.cat([crop1, crop2]))
+    student_before = copy.deepcopy(trainer.student.state_dict())
+    teacher_before = copy.deepcopy(trainer.teacher.state_dict())
+    center_before = trainer.objective.center.clone()
+
+    loss = trainer.training_step([crop1, crop2], indices, epoch=0, step=step)
+
+    assert torch.isfinite(loss)
+    lr, wd = float(trainer.lr_schedule[step]), float(trainer.wd_schedule[step])
+    momentum = float(trainer.momentum_schedule[step])
+    assert 0 < wd and 0 < momentum < 1
+    groups = trainer.optimizer.param_groups
+    assert {g["apply_wd"] for g in groups} == {True, False}
+    names = {id(p): name for name, p in trainer.student.named_parameters()}
+    for group in groups:
+        assert group["lr"] == pytest.approx(lr)
+        assert group["weight_decay"] == pytest.approx(wd if group["apply_wd"] else 0.0)
+        for p in group["params"]:
+            name, before = names[id(p)], student_before[names[id(p)]]
+            if p.grad is None:  # the last layer is frozen in epoch 0 (optim.freeze_last_layer=1)
+                assert name.startswith("head.last_layer"), name
+                assert torch.equal(p, before)
+                continue
+            # AdamW's first step: decoupled decay, then lr * m_hat / (sqrt(v_hat) + eps) with m_hat = g, v_hat = g^2.
+            expected = before * (1 - lr * group["weight_decay"]) - lr * p.grad / (p.grad.abs() + 1e-8)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=name)
+    student_after = trainer.student.state_dict()
+    for name, value in trainer.teacher.state_dict().items():
+        if value.is_floating_point():
+            expected = momentum * teacher_before[name] + (1 - momentum) * student_after[name]
+            torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7, msg=name)
+    expected_center = cfg.optim.center_momentum * center_before + (1 - cfg.optim.center_momentum) * \
+        teacher_logits.mean(dim=0, keepdim=True)
+    torch.testing.assert_close(trainer.objective.center, expected_center, rtol=1e-5, atol=1e-6)
+    assert torch.equal(seen["indices"], indices)
+    assert seen["teacher_feats"].shape == seen["student_feats"].shape == (batch, trainer.embed_dim)
+
+
+def test_fit_hands_records_checkpoints_and_graphs_to_the_sink(image_root: Path) -> None:
+    sink = MemorySink()
+    trainer = Trainer(_cfg(image_root), device=CPU, sink=sink)
+    trainer.fit()
+    assert [r["epoch"] for r in sink.records] == [-1, 0, 1]
+    assert sink.checkpoint is not None and sink.checkpoint["epoch"] == 2
+    assert set(sink.graphs) == {"teacher", "student"}
+    assert sink.graphs["teacher"].num_nodes == 64 + 40
+
+
+def test_restored_state_continues_exactly_like_an_uninterrupted_run(image_root: Path) -> None:
+    cfg = _cfg(image_root, epochs=3, extra=["monitor.knn_every=0", "model.drop_path_rate=0.1"])
+    reference = MemorySink()
+    Trainer(cfg, device=CPU, sink=reference).fit()
+
+    class StopAfterFirstEpoch(MemorySink):
+        def save_checkpoint(self, state: dict[str, Any]) -> None:
+            super().save_checkpoint(state)
+            raise KeyboardInterrupt
+
+    interrupted = StopAfterFirstEpoch()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, device=CPU, sink=interrupted).fit()
+    assert interrupted.checkpoint is not None and interrupted.checkpoint["epoch"] == 1
+    resumed = MemorySink()
+    trainer = Trainer(cfg, device=CPU, sink=resumed)
+    trainer.load_state_dict(interrupted.checkpoint)
+    trainer.fit()
+    assert [r["epoch"] for r in resumed.records] == [1, 2], "a restored run neither re-initialises nor repeats"
+    assert reference.checkpoint is not None and resumed.checkpoint is not None
+    for net in ("student", "teacher"):
+        for key, value in reference.checkpoint[net].items():
+            assert torch.equal(resumed.checkpoint[net][key], value), f"{net}.{key}"
+    for stream, graph in reference.graphs.items():
+        assert torch.equal(resumed.graphs[stream].edge_index, graph.edge_index), stream
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = objectives_module.dino_loss
+    calls = {"n": 0}
+
+    def loss_turning_nan(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 4 else value  # 4 steps per epoch: NaN in epoch 1
+
+    monkeypatch.setattr(objectives_module, "dino_loss", loss_turning_nan)
+    sink = MemorySink()
+    trainer = Trainer(_cfg(image_root, method="dino", epochs=3), device=CPU, sink=sink)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1"):
+        trainer.fit()
+    assert sink.checkpoint is not None and sink.checkpoint["epoch"] == 1
+
+
+def test_simclr_step_skips_the_teacher_unless_the_method_needs_its_features(image_root: Path) -> None:
+    for method, wants_features in (("dino", False), ("graph", True)):
+        cfg = _cfg(image_root, method=method, extra=["method.objective=simclr", "optim.optimizer=sgd",
+                                                     "model.out_dim=16", "model.head_hidden_dim=32"])
+        trainer = Trainer(cfg, device=CPU)
+        calls: list[torch.Tensor] = []
+        teacher_forward = trainer.teacher.forward
+        trainer.teacher.forward = lambda x: calls.append(x) or teacher_forward(x)  # type: ignore[method-assign]
+        seen: dict[str, torch.Tensor] = {}
+        trainer.method.after_step = lambda **kw: seen.update(kw)  # type: ignore[method-assign]
+        views, indices = trainer._views(next(iter(trainer.batches)), epoch=0)
+        loss = trainer.training_step(views, indices, epoch=0, step=0)
+        assert torch.isfinite(loss) and not calls  # the teacher's head is never run for simclr
+        assert bool(seen) is wants_features
+        if wants_features:
+            assert seen["teacher_feats"].shape == (len(indices), trainer.embed_dim)
+        assert isinstance(trainer.optimizer, torch.optim.SGD)
+
+
+def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Path) -> None:
+    cfg = _cfg(image_root, extra=["optim.budget_minutes=0.01", "optim.epochs=50"])
+    trainer = Trainer(cfg, device=CPU)
+    trainer._set_budget(0.02)  # 0.6 s of budget at 20 ms per step -> 30 iterations
+    assert trainer.total_iters == 30 and len(trainer.lr_schedule) == 30
+    assert trainer.epochs == -(-30 // trainer.iters_per_epoch)
+    state = trainer.state_dict(epoch=0)
+    again = Trainer(cfg, device=CPU)
+    again.load_state_dict(state)
+    assert again.total_iters == 30 and torch.equal(again.lr_schedule, trainer.lr_schedule)
+    trainer._set_budget(10.0)  # slower than the whole budget: still a few steps past the calibration
+    assert trainer.total_iters == trainer_module.CALIBRATION_STEPS + 1
