@@ -40,7 +40,7 @@ def require_graphs(cfg: Config, *, purpose: str) -> None:
     if not method_class(cfg.method.name).keeps_graphs:
         keeping = ", ".join(name for name, method in METHODS.items() if method.keeps_graphs)
         raise ConfigError(f"method.name: {purpose} needs the kNN graphs, which method {cfg.method.name!r} does not "
-                          f"keep; use method.name={keeping}")
+                          f"keep; use method.name={keeping} (`sslgraph pretrain` trains any method alone)")
 
 
 def build_method(cfg: Config, **kwargs: Any) -> Method:

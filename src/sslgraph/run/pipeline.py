@@ -75,7 +75,7 @@ def stage_done(stage: Stage, run: RunDir, cfg: Config) -> bool:
 
 def run_pipeline(cfg: Config, *, from_stage: str | None = None) -> RunDir:
     """Run every stage that is not done (and every stage from ``from_stage`` on) in ``cfg.out_dir``."""
-    require_graphs(cfg, purpose="`sslgraph run` (refinement, evaluation of the nodes)")
+    require_graphs(cfg, purpose="`sslgraph run`")
     run = RunDir(cfg.out_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     state = run.read_pipeline_state()
