@@ -19,9 +19,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslgraph.choices import (ObjectiveName, OptimizerName, Activation, BackboneName, BankBackend, Batching, CacheMode, Dataset, EdgeWeight,
-                              EncoderKind, ExportFeatures, JKMode, MethodName, NormKind, Precision, PropagationNorm,
-                              RefineMode, RefineOutput)
+from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, CacheMode, Dataset, EdgeWeight,
+                              EncoderKind, ExportFeatures, JKMode, MethodName, NormKind, ObjectiveName, OptimizerName,
+                              Precision, PropagationNorm, RefineMode, RefineOutput)
 from sslgraph.errors import ConfigError
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"

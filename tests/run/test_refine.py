@@ -37,7 +37,8 @@ def test_run_refine_writes_schema(tmp_path: Path) -> None:
     assert saved["refine_config"] == dataclasses.asdict(cfg.refine) and len(saved["losses"]) == 2
     assert torch.equal(load_refined(run.refined, teacher)["test_mask"], teacher.test_mask)
     records = read_jsonl(run.refine_log)
-    assert [r["epoch"] for r in records] == [0, 1] and set(records[0]) == {"epoch", "loss", "seconds", "mean_cosine", "effective_rank"}
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert set(records[0]) == {"epoch", "loss", "seconds", "mean_cosine", "effective_rank"}
     assert not run.refine_checkpoint.exists()
     model = build_model(DIM, cfg.refine)
     model.load_state_dict(saved["gnn_state"])

@@ -84,7 +84,8 @@ def view_recipes(aug: AugConfig, *, image_size: int) -> list[ViewRecipe]:
     common = dict(size=image_size, scale=(aug.crop_scale_min, aug.crop_scale_max), flip_p=aug.flip_p,
                   jitter_p=aug.jitter_p, brightness=aug.jitter_brightness, contrast=aug.jitter_contrast,
                   saturation=aug.jitter_saturation, hue=aug.jitter_hue, grayscale_p=aug.grayscale_p,
-                  blur_sigma=blur_sigma(aug, image_size), blur_kernel=blur_kernel_size(image_size, aug.blur_kernel_frac))
+                  blur_sigma=blur_sigma(aug, image_size),
+                  blur_kernel=blur_kernel_size(image_size, aug.blur_kernel_frac))
     return [ViewRecipe(blur_p=aug.blur_p1, solarize_p=0.0, **common),  # type: ignore[arg-type]
             ViewRecipe(blur_p=aug.blur_p2, solarize_p=aug.solarize_p2, **common)]  # type: ignore[arg-type]
 

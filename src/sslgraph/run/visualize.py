@@ -44,9 +44,12 @@ def views_figure(run: RunDir, train_set: ImageDataset, cfg: Config, *, count: in
     """Ten training images and the views the loop makes of them in epoch 0 (same recipe, seed and size)."""
     indices = sample_indices(len(train_set), min(count, len(train_set)), seed=cfg.seed)
     size = cfg.data.image_size
-    images = torch.stack([torch.nn.functional.interpolate(train_set.load(int(i)).unsqueeze(0).float(), size=(size, size),
-                                                          mode="bilinear", antialias=True).round().clamp(0, 255)[0]
-                          .to(torch.uint8) for i in indices])
+    def resized(index: int) -> torch.Tensor:
+        image = train_set.load(index).unsqueeze(0).float()
+        image = torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+        return image.round().clamp(0, 255)[0].to(torch.uint8)
+
+    images = torch.stack([resized(int(i)) for i in indices])
     augment = BatchAugment(view_recipes(cfg.aug, image_size=size), mean=cfg.data.mean, std=cfg.data.std,
                            seed=cfg.seed)
     return plot_views(images, indices, augment, run.figure("augmented_views"))

@@ -2,8 +2,9 @@
 
 Both run on the same two streams (an EMA teacher and the student), feed the same banks and graphs, and share
 the loop; an objective only decides the loss of a step and any state of its own (DINO's centre); its head is
-registered beside it in :data:`sslgraph.models.network.HEADS`. DINO is the paper's objective and the default of its presets; ``simclr`` is what a short
-CPU budget needs: it leaves the random-feature plateau within the first epoch, where DINO needs tens.
+registered beside it in :data:`sslgraph.models.network.HEADS`. DINO is the paper's objective and the default
+of its presets; ``simclr`` is what a CPU budget of minutes needs: DINO's centring and sharpening take many
+epochs to leave the random-feature plateau, a contrastive loss starts learning in the first one.
 """
 
 from __future__ import annotations
