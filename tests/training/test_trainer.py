@@ -164,5 +164,8 @@ def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Pa
     again = Trainer(cfg, device=CPU)
     again.load_state_dict(state)
     assert again.total_iters == 30 and torch.equal(again.lr_schedule, trainer.lr_schedule)
+    # The budget ends the run before optim.epochs: the checkpoint says it finished, so the pipeline skips it.
+    last = trainer.epochs - 1
+    assert trainer.state_dict(epoch=last)["finished"] and not trainer.state_dict(epoch=last - 1)["finished"]
     trainer._set_budget(10.0)  # slower than the whole budget: still a few steps past the calibration
     assert trainer.total_iters == trainer_module.CALIBRATION_STEPS + 1

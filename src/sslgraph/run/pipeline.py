@@ -20,7 +20,7 @@ from sslgraph.config import Config
 from sslgraph.methods import require_graphs
 from sslgraph.run import evaluate, export, pretrain, refine, report, visualize
 from sslgraph.run.rundir import RunDir
-from sslgraph.training.checkpoint import checkpoint_epoch
+from sslgraph.training.checkpoint import checkpoint_finished
 from sslgraph.utils.misc import resolve_device
 
 
@@ -67,7 +67,7 @@ def stage_done(stage: Stage, run: RunDir, cfg: Config) -> bool:
     outputs = [_mtime(path) for path in stage.outputs(run)]
     if not outputs or any(t is None for t in outputs):
         return False
-    if stage.name == "pretrain" and checkpoint_epoch(run.checkpoint) < cfg.optim.epochs:
+    if stage.name == "pretrain" and not checkpoint_finished(run.checkpoint):
         return False
     inputs = [t for t in (_mtime(path) for path in stage.inputs(run)) if t is not None]
     return not inputs or min(outputs) >= max(inputs)  # type: ignore[type-var]

@@ -41,9 +41,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return state
 
 
-def checkpoint_epoch(path: str | os.PathLike) -> int:
-    """Epochs the checkpoint at ``path`` has finished (tensors are mapped, not read)."""
-    return int(load_checkpoint(path, keys=("epoch",), mmap=True)["epoch"])
+def checkpoint_finished(path: str | os.PathLike) -> bool:
+    """Whether the run behind the checkpoint trained its last iteration (with a wall-clock budget that is
+    before ``optim.epochs``)."""
+    return bool(load_checkpoint(path, keys=("finished",), mmap=True)["finished"])
 
 
 def pretrained_backbones(state: dict[str, Any], *, device: torch.device) -> tuple[Config, Backbone, Backbone]:

@@ -210,6 +210,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "objective": self.objective.state_dict(),
             "total_iters": self.total_iters,
+            "finished": epoch + 1 >= self.epochs,
             "method": self.method.state_dict(),
             "rng": rng_state(),
             "world_size": dist.world_size(),
