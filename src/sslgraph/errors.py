@@ -48,3 +48,30 @@ class RefineError(RunError, ValueError):
 
 class NonFiniteLossError(RunError):
     """The pretraining loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class UnreadableImagesError(DataError):
+    """A split holds files that cannot be decoded; ``paths`` lists every one, so the run layer can write them all
+    to a file instead of naming only the first."""
+
+    def __init__(self, message: str, *, split: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.split = split
+        self.paths = list(paths)
+
+
+class LockError(RunError):
+    """Another process is writing the same run directory."""
+
+
+class Preempted(SSLGraphError):
+    """A stop signal (SIGTERM, SIGUSR1) arrived; the state at the current step was saved and the run stops.
+
+    Not a mistake: the exit code is the shell's for death by that signal (128 + its number, 143 for SIGTERM), so
+    a scheduler sees the job as pre-empted, and rerunning the same command continues it.
+    """
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -21,7 +21,7 @@ def test_every_path_is_under_the_root_and_named_once(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     paths = [run.config, run.log, run.tensorboard, run.checkpoint, *run.graph_paths, run.refine_checkpoint,
              run.refine_log, run.refined, run.metrics, run.figure("x"), run.report_md, run.report_html,
-             run.pipeline_state]
+             run.pipeline_state, run.lock, run.unreadable_images]
     assert all(path.parent in (run.root, run.graphs_dir, run.figures_dir) for path in paths)
     assert len(set(paths)) == len(paths)
     assert run == RunDir(str(tmp_path)) and str(run) == str(tmp_path)

@@ -40,11 +40,24 @@ def test_full_disk_keeps_previous_checkpoint_and_leaves_no_temp_file(tmp_path: P
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sio.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
-    with pytest.raises(CheckpointError, match="No space left on device"):
+    with pytest.raises(CheckpointError, match="No space left on device; its previous version is intact; free disk"):
         atomic_save({"epoch": 2}, target)
+    # Without a previous version the message must not claim one survived.
+    with pytest.raises(CheckpointError, match=r"new\.pt: No space left on device; nothing was written there \(there "
+                                              r"was no previous version\)"):
+        atomic_save({"epoch": 2}, tmp_path / "new.pt")
     monkeypatch.undo()
     assert safe_load(target)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_append_to_a_full_disk_is_a_checkpoint_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sio.os, "fsync", no_space)
+    with pytest.raises(CheckpointError, match=r"log\.jsonl: No space left on device; the records before"):
+        append_jsonl(tmp_path / "log.jsonl", {"epoch": 0})
 
 
 def test_safe_load_refuses_arbitrary_objects_and_names_the_file(tmp_path: Path) -> None:

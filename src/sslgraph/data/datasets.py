@@ -4,6 +4,11 @@ Every split becomes an :class:`ImageDataset` whose ``targets`` come from the cla
 batch files), never from index order, because the index of an image is the key of every memory bank and graph
 and must stay meaningful when classes have different sizes. Small splits whose images share one size are decoded
 once into a ``uint8`` tensor cache on disk, so later runs skip JPEG decoding entirely.
+
+No image is lost in silence: a folder accepts every file Pillow can decode (by extension; other files are
+counted and logged), high-bit-depth, alpha, palette, CMYK and bilevel images are converted to 8-bit RGB by
+their actual range, and a split is checked once as a whole, so every unreadable file and every empty class
+folder is reported together (or, with ``data.skip_corrupt``, left out with a count in the log).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import hashlib
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,15 +31,27 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from sslgraph.config import DataConfig, resolve_data_root
-from sslgraph.errors import DataError
+from sslgraph.config import DataConfig, data_root_given, resolve_data_root
+from sslgraph.errors import DataError, UnreadableImagesError
 from sslgraph.utils.io import CheckpointError, atomic_save, safe_load
 from sslgraph.utils.misc import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Pillow formats that register an extension but cannot decode pixels without an outside handler (stubs).
+_STUB_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
+
+
+def _pillow_extensions() -> tuple[str, ...]:
+    """Every file extension of a format Pillow can open (.jpg, .png, .gif, .tif, .webp, .bmp, .ppm, ...)."""
+    Image.init()
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                        if fmt in Image.OPEN and fmt not in _STUB_FORMATS))
+
+
+IMAGE_EXTENSIONS = _pillow_extensions()
 CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 _CIFAR_FILES = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
 # Bump when the layout of a cache file changes, so stale caches are rebuilt instead of misread.
 _CACHE_FORMAT = 1
@@ -89,51 +108,134 @@ class ImageDataset(Dataset):
         return self.load(index), int(self.targets[index])
 
 
+# Bits per sample of Pillow's integer modes, when the file does not say (a 16-bit PNG opens as I;16).
+_MODE_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32}
+
+
+def _sample_bits(image: Image.Image) -> int:
+    """The file's bits per sample: TIFF says it (12-bit scientific images), PNG stores 16, else by mode."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and 258 in tags:
+        declared = tags[258]
+        bits = int(declared[0] if isinstance(declared, tuple) else declared)
+        if 1 <= bits <= 32:
+            return bits
+    if image.format == "PNG" and image.mode.startswith("I"):
+        return 16
+    return _MODE_BITS.get(image.mode, 8)
+
+
+def _high_depth_to_gray8(image: Image.Image) -> np.ndarray:
+    """One 16/32-bit integer or float channel as uint8, scaled by the range the file can hold.
+
+    ``convert("RGB")`` clips these modes at 255, so a 16-bit image turns (nearly) white; dividing by the actual
+    maximum of the bit depth keeps the image as it was meant to be seen. Float images in [0, 1] are scaled by
+    255; any other float range has no convention and is stretched from its minimum to its maximum.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if low >= 0.0 and high <= 1.0:
+            low, high = 0.0, 1.0
+        scaled = (np.nan_to_num(values, nan=low) - low) / max(high - low, 1e-12)
+    else:
+        scaled = values / float(2 ** _sample_bits(image) - 1)
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Any decoded Pillow image as ``uint8 [H, W, 3]``: the first frame of an animation, transparency laid over
+    white (what a viewer shows; the colour under a transparent pixel is arbitrary), high bit depths scaled."""
+    image.seek(0)
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;"):
+        return np.repeat(_high_depth_to_gray8(image)[:, :, None], 3, axis=2)
+    if (mode == "P" and "transparency" in image.info) or mode in ("PA", "LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return np.array(Image.alpha_composite(background, image).convert("RGB"))
+    return np.array(image.convert("RGB"))
+
+
 def decode_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode any PIL-readable file to RGB ``uint8 [3, H, W]`` (grayscale, palette and RGBA converted)."""
+    """Decode any file Pillow reads to RGB ``uint8 [3, H, W]`` (see :func:`to_rgb_array` for the conversions)."""
     try:
         with Image.open(path) as image:
-            pixels = np.array(image.convert("RGB"))
+            pixels = to_rgb_array(image)
     except Exception as err:  # PIL raises many unrelated types for damaged files
         raise DataError(f"cannot read image {path}: {err}") from err
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def _check_readable(path: str) -> bool:
+    """Whether the file decodes and converts to RGB; JPEGs are decoded at a reduced scale (every byte is still
+    parsed), which makes checking a large split several times cheaper than decoding it."""
+    try:
+        with Image.open(path) as image:
+            image.seek(0)
+            if image.format == "JPEG":
+                image.draft("RGB", (64, 64))
+            to_rgb_array(image)
+        return True
+    except Exception:  # damaged files raise many unrelated types
+        return False
 
 
 def build_dataset(cfg: DataConfig, split: Literal["train", "test"], *, progress: bool = True) -> ImageDataset:
     """Build the training (``"train"``) or held-out (``"test"``) split described by ``cfg``."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if cfg.dataset == "cifar10" and cfg.download and cfg.root is not None:
-        Path(cfg.root).expanduser().mkdir(parents=True, exist_ok=True)
+    # CIFAR-10 arrives by itself in the default folder (./data or $SSLGRAPH_DATA); a root the user names is
+    # downloaded into only when asked, so a mistyped path does not fill with 170 MB.
+    download = cfg.dataset == "cifar10" and (cfg.download or not data_root_given(cfg))
+    if download:
+        resolve_data_root(cfg, must_exist=False).mkdir(parents=True, exist_ok=True)
     root = resolve_data_root(cfg)
     if cfg.dataset == "cifar10" and ((root / CIFAR_DIR).is_dir() or not (root / cfg.train_split).is_dir()):
-        dataset = _build_cifar_batches(cfg, root, split)
+        dataset = _build_cifar_batches(cfg, root, split, download=download)
     else:
         dataset = _build_folder(cfg, root, split, show_progress=progress)
     if dataset.skipped:
-        shown = ", ".join(dataset.skipped[:_SKIPPED_SHOWN])
-        logger.warning("skipped %d unreadable images in the %s split of %s (data.skip_corrupt=true): %s%s",
-                       len(dataset.skipped), split, root, shown,
-                       ", ..." if len(dataset.skipped) > _SKIPPED_SHOWN else "")
+        logger.warning("skipped %d unreadable images in the %s split of %s (data.skip_corrupt=true): %s",
+                       len(dataset.skipped), split, root, _first_few(dataset.skipped))
     return dataset
+
+
+def _first_few(items: Sequence[str], shown: int = _SKIPPED_SHOWN) -> str:
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+
+def dataset_fingerprint(dataset: ImageDataset) -> dict[str, object]:
+    """What identifies a split's contents, for refusing to resume a run on other data: its size, class names
+    and a hash of its file list (paths relative to the root, so a moved copy still matches) with the labels."""
+    digest = hashlib.sha256()
+    if dataset.paths is not None:
+        prefix = os.path.join(str(dataset.root), "")
+        names = (p.removeprefix(prefix) for p in dataset.paths)
+        digest.update("\n".join(names).encode())
+    else:  # CIFAR batches: no file per image; the labels in order stand for the list
+        digest.update(f"{CIFAR_DIR}:{len(dataset)}".encode())
+    digest.update(dataset.targets.to(torch.int64).numpy().tobytes())
+    return {"size": len(dataset), "classes": list(dataset.classes), "files": digest.hexdigest()[:32]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # CIFAR-10 in the torchvision layout (python pickles)
 
 
-def _build_cifar_batches(cfg: DataConfig, root: Path, split: str) -> ImageDataset:
+def _build_cifar_batches(cfg: DataConfig, root: Path, split: str, *, download: bool) -> ImageDataset:
     batch_dir = root / CIFAR_DIR
     if not batch_dir.is_dir():
-        if not cfg.download:
+        if not download:
             raise DataError(
                 f"data.root: {root} holds no CIFAR-10; expected either the torchvision layout "
                 f"{batch_dir}/ (data_batch_1..5, test_batch, batches.meta) or an image-folder tree "
                 f"{root}/{cfg.train_split}/<class>/*.png and {root}/test/<class>/*; "
                 f"pass data.download=true to download it with torchvision")
-        from torchvision.datasets import CIFAR10
-
-        CIFAR10(root=str(root), train=True, download=True)
+        download_cifar10(root, url=cfg.download_url, md5=cfg.download_md5)
     meta = _read_cifar_pickle(batch_dir / "batches.meta")
     names = [str(name) for name in _cifar_field(meta, "label_names", batch_dir / "batches.meta")]
     parts = [_read_cifar_pickle(batch_dir / name) for name in _CIFAR_FILES[split]]
@@ -176,6 +278,43 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
+
+
+def download_cifar10(root: Path, *, url: str, md5: str | None) -> Path:
+    """Download and unpack the CIFAR-10 archive (torchvision's downloader: progress bar, MD5 check) into
+    ``root/cifar-10-batches-py``.
+
+    Everything happens in a temporary folder inside ``root`` that is renamed into place only once the archive
+    checked out and unpacked completely, so an interrupted download never looks like a data set; other
+    processes wait on a lock and reuse the result.
+    """
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    target = root / CIFAR_DIR
+    with _file_lock(root / f".{CIFAR_DIR}.lock"):
+        if target.is_dir():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{CIFAR_DIR}.", suffix=".partial", dir=root))
+        try:
+            logger.warning("downloading CIFAR-10 from %s into %s", url, root)
+            try:
+                download_and_extract_archive(url, download_root=str(staging), filename=CIFAR_ARCHIVE, md5=md5)
+            except Exception as err:  # urllib, tarfile and torchvision's checksum raise unrelated types
+                reason = getattr(err, "reason", None) or err
+                raise DataError(
+                    f"data.root: could not download CIFAR-10 from {url} ({reason}); when offline, fetch "
+                    f"{CIFAR_ARCHIVE} elsewhere and unpack it into {root}, or pass --data-root to a copy "
+                    f"(torchvision layout or image folders)") from err
+            unpacked = staging / CIFAR_DIR
+            missing = [name for name in ("batches.meta", *_CIFAR_FILES["train"], *_CIFAR_FILES["test"])
+                       if not (unpacked / name).is_file()]
+            if missing:
+                raise DataError(f"data.download_url: the archive from {url} lacks {CIFAR_DIR}/{missing[0]}; "
+                                f"is it the CIFAR-10 python archive?")
+            os.replace(unpacked, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _read_cifar_pickle(path: Path) -> dict:
@@ -222,7 +361,10 @@ def _build_folder(cfg: DataConfig, root: Path, split: str, *, show_progress: boo
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise DataError(f"{key}: split folder {split_dir} does not exist (folders in {root}: {found})")
     classes = _resolve_classes(cfg, root, split)
-    paths, targets = _list_images(split_dir, classes)
+    paths, targets = _list_images(split_dir, classes, allow_empty=cfg.skip_corrupt)
+    if not paths:
+        raise DataError(f"split folder {split_dir} holds no images in its class folders (extensions "
+                        f"{', '.join(IMAGE_EXTENSIONS[:8])}, ...)")
     index = _subset_indices(targets, len(classes), _subset_size(cfg, split), key=f"data.{split}_subset")
     if index is not None:
         paths, targets = [paths[k] for k in index.tolist()], targets[index]
@@ -231,15 +373,19 @@ def _build_folder(cfg: DataConfig, root: Path, split: str, *, show_progress: boo
     images, keep = None, None
     if use_cache:
         images, keep = _cached_images(cfg, root, split_dir, classes, paths, show_progress=show_progress)
-    if images is None and cfg.skip_corrupt:
-        keep = _scan_readable(paths, show_progress=show_progress)
+    if images is None:
+        # Decoded lazily later: check every file now, so a broken one is reported with all the others before
+        # training starts instead of stopping a worker hours into it.
+        keep = _cached_scan(cfg, root, split_dir, classes, paths, show_progress=show_progress)
     skipped: list[str] = []
     if keep is not None and not bool(keep.all()):
         bad = (~keep).nonzero().flatten().tolist()
-        if not cfg.skip_corrupt:
-            raise DataError(f"cannot read image {paths[bad[0]]} ({len(bad)} unreadable in {split_dir}); "
-                            f"set data.skip_corrupt=true to leave them out")
         skipped = [paths[k] for k in bad]
+        if not cfg.skip_corrupt:
+            raise UnreadableImagesError(
+                f"cannot read {len(bad)} image{'s' if len(bad) > 1 else ''} in {split_dir}: {_first_few(skipped)}; "
+                f"replace or remove them, or set data.skip_corrupt=true to leave them out",
+                split=split, paths=skipped)
         paths, targets = [p for p, ok in zip(paths, keep.tolist()) if ok], targets[keep]
         if not paths:
             raise DataError(f"no readable images in {split_dir} ({len(skipped)} unreadable)")
@@ -254,10 +400,22 @@ def _class_folders(split_dir: Path) -> list[str]:
     return names
 
 
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _has_images(folder: Path) -> bool:
+    """Whether ``folder`` holds at least one image file (stops at the first)."""
+    with os.scandir(folder) as entries:
+        return any(entry.is_file() and _is_image_name(entry.name) for entry in entries)
+
+
 def _resolve_classes(cfg: DataConfig, root: Path, split: str) -> list[str]:
     """Class order: the class-list file when given, else sorted folder names; both splits must agree.
 
     The other split is checked only when it exists, so a training split can be used before a held-out one.
+    A class folder without images is named as empty (in either split); with ``data.skip_corrupt`` a class
+    empty in the training split is left out of both, and one empty only in the held-out split is kept.
     """
     split_dirs = {name: _split_dir(cfg, root, name) for name in ("train", "test")}
     present = {name: path for name, path in split_dirs.items() if path.is_dir()}
@@ -265,7 +423,26 @@ def _resolve_classes(cfg: DataConfig, root: Path, split: str) -> list[str]:
     if cfg.class_list is not None:
         lists = [_read_class_list(Path(cfg.class_list), available=folders[name], where=present[name])
                  for name in present]
-        return lists[0]
+        folders = {name: lists[0] for name in present}
+    empty = {name: [c for c in folders[name] if not _has_images(present[name] / c)] for name in present}
+    empty_paths = [str(present[name] / c) for name in present for c in empty[name]]
+    if empty_paths and not cfg.skip_corrupt:
+        many = len(empty_paths) > 1
+        raise DataError(f"{len(empty_paths)} class folder{'s are' if many else ' is'} empty (no image files): "
+                        f"{_first_few(empty_paths)}; remove {'them' if many else 'it'} or set "
+                        f"data.skip_corrupt=true to leave empty classes out")
+    if empty.get(split):
+        logger.warning("left out %d empty class folder(s) of %s (data.skip_corrupt=true): %s", len(empty[split]),
+                       present[split], _first_few(empty[split]))
+    # A class without training images cannot be learned: it leaves the held-out split too.
+    dropped = {name: set(empty[name]) | set(empty.get("train", ())) for name in folders}
+    folders = {name: [c for c in names if c not in dropped[name]] for name, names in folders.items()}
+    if cfg.class_list is not None or (cfg.skip_corrupt and "train" in folders and "test" in folders
+                                      and set(folders["test"]) <= set(folders["train"])):
+        # Label order comes from the training split; held-out classes left empty simply have no images.
+        return folders.get("train", folders[split])
+    if not folders.get(split):
+        raise DataError(f"no class folder of {present[split]} holds images")
     if len(folders) == 2 and folders["train"] != folders["test"]:
         train, test = set(folders["train"]), set(folders["test"])
         raise DataError(f"class folders differ between {split_dirs['train']} and {split_dirs['test']}: "
@@ -294,23 +471,29 @@ def _read_class_list(path: Path, *, available: list[str], where: Path) -> list[s
     return classes
 
 
-def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[str], torch.Tensor]:
-    """All image files per class folder, sorted by name; labels are the class positions."""
+def _list_images(split_dir: Path, classes: list[str], *, allow_empty: bool) -> tuple[list[str], torch.Tensor]:
+    """All image files per class folder, sorted by name; labels are the class positions. Files that are not
+    images by their extension are left out and counted in the log; a class folder missing or empty here is
+    an error unless ``allow_empty`` (data.skip_corrupt, after :func:`_resolve_classes` kept it)."""
     paths: list[str] = []
     counts: list[int] = []
+    others: list[str] = []
     for name in classes:
         folder = split_dir / name
-        entries = sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
-        if not entries:
-            raise DataError(f"class folder {folder} is empty")
-        images = [f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
-        if not images:
-            raise DataError(f"class folder {folder} has no images (extensions {', '.join(IMAGE_EXTENSIONS)}); "
-                            f"found e.g. {entries[0]}")
+        entries = (sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+                   if folder.is_dir() else [])
+        images = [f for f in entries if _is_image_name(f)]
+        if not images and not allow_empty:
+            raise DataError(f"class folder {folder} is empty (no image files); remove it or set "
+                            f"data.skip_corrupt=true to leave empty classes out")
+        others.extend(f"{name}/{f}" for f in entries if not _is_image_name(f))
         prefix = os.path.join(str(folder), "")
         paths.extend(prefix + f for f in images)
         counts.append(len(images))
-    targets = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor(counts))
+    if others:
+        logger.warning("ignored %d files in %s that are not images by their extension: %s", len(others),
+                       split_dir, _first_few(others))
+    targets = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor(counts, dtype=torch.long))
     return paths, targets
 
 
@@ -375,12 +558,17 @@ def _decoded(paths: list[str], *, desc: str, show_progress: bool) -> Iterator[to
 
 def _scan_readable(paths: list[str], *, show_progress: bool) -> torch.Tensor:
     """Which files decode; needed up front so skipped files never shift the indices used as bank keys."""
-    ok = [not isinstance(r, DataError) for r in _decoded(paths, desc="checking images", show_progress=show_progress)]
+    workers = min(_DECODE_THREADS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = (pool.map(_check_readable, paths[s:s + _DECODE_CHUNK]) for s in range(0, len(paths), _DECODE_CHUNK))
+        results = (result for chunk in chunks for result in chunk)
+        ok = list(progress_bar(results, desc="checking images", total=len(paths),
+                               disable=None if show_progress else True))
     return torch.tensor(ok, dtype=torch.bool)
 
 
 def _decode_stack(
-    paths: list[str], *, skip_corrupt: bool, strict_size: bool, show_progress: bool
+    paths: list[str], *, strict_size: bool, show_progress: bool
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The readable images in one ``uint8 [M, 3, H, W]`` tensor plus the readable mask over ``paths``;
     None when the sizes differ and ``strict_size`` is false."""
@@ -389,9 +577,7 @@ def _decode_stack(
     first = ""
     for k, result in enumerate(_decoded(paths, desc="decoding images", show_progress=show_progress)):
         if isinstance(result, DataError):
-            if not skip_corrupt:
-                raise DataError(f"{result}; set data.skip_corrupt=true to leave unreadable images out") from result
-            keep[k] = False
+            keep[k] = False  # every unreadable file is collected; the caller reports them together
             continue
         if images is None:
             images, first = torch.empty((len(paths), *result.shape), dtype=torch.uint8), paths[k]
@@ -492,16 +678,61 @@ def _cached_images(
             return found
         images, keep = _decode_for_cache(cfg, paths, show_progress=show_progress)
         if images is not None and keep is not None:
-            atomic_save({"format": _CACHE_FORMAT, "key": key, "images": images, "keep": keep}, target_dir / name)
-            logger.info("saved decoded %s images to %s", split_dir.name, target_dir / name)
+            _save_cache({"format": _CACHE_FORMAT, "key": key, "images": images, "keep": keep}, target_dir / name)
         return images, keep
+
+
+def _save_cache(content: dict[str, object], path: Path) -> None:
+    """A cache is an optimisation: when it cannot be written (full disk), the run goes on without it."""
+    try:
+        atomic_save(content, path)
+    except CheckpointError as err:
+        logger.warning("could not save the decoded-image cache, continuing without it: %s", err)
+        return
+    logger.info("saved %s", path)
+
+
+def _cached_scan(
+    cfg: DataConfig, root: Path, split_dir: Path, classes: list[str], paths: list[str], *, show_progress: bool
+) -> torch.Tensor:
+    """The readable mask of a lazily decoded split, checked once per file list (the result is kept beside the
+    image caches, keyed by every file's size and time, unless ``data.cache=never``)."""
+    if cfg.cache == "never":
+        return _scan_readable(paths, show_progress=show_progress)
+    key = _cache_key(root, split_dir, classes, paths)
+    name = f"{split_dir.name}-{key[:20]}.scan.pt"
+    candidates = _cache_dirs(cfg, root)
+    for folder in candidates:
+        found = _read_scan(folder / name, key, len(paths))
+        if found is not None:
+            return found
+    target_dir = _writable_dir(candidates)
+    if target_dir is None:
+        return _scan_readable(paths, show_progress=show_progress)
+    with _file_lock(target_dir / f"{name}.lock"):
+        found = _read_scan(target_dir / name, key, len(paths))
+        if found is None:
+            found = _scan_readable(paths, show_progress=show_progress)
+            _save_cache({"format": _CACHE_FORMAT, "key": key, "keep": found}, target_dir / name)
+        return found
+
+
+def _read_scan(path: Path, key: str, n: int) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    try:
+        content = safe_load(path)
+    except CheckpointError:
+        return None
+    if content.get("format") != _CACHE_FORMAT or content.get("key") != key or len(content["keep"]) != n:
+        return None
+    return content["keep"]
 
 
 def _decode_for_cache(
     cfg: DataConfig, paths: list[str], *, show_progress: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    decoded = _decode_stack(paths, skip_corrupt=cfg.skip_corrupt, strict_size=cfg.cache == "always",
-                            show_progress=show_progress)
+    decoded = _decode_stack(paths, strict_size=cfg.cache == "always", show_progress=show_progress)
     if decoded is None:
         logger.info("images differ in size; decoding lazily instead of caching (data.cache=auto)")
         return None, None

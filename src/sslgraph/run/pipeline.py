@@ -2,9 +2,11 @@
 
 A stage is done when its outputs are in the run directory and none is older than the newest of its inputs
 (so redoing a stage by hand, e.g. ``sslgraph export-graphs``, makes the pipeline redo every stage that reads
-its outputs); pretraining is done when its checkpoint has every epoch. Done stages are skipped, interrupted
-ones resumed (pretraining and refinement checkpoint as they go), and ``from_stage`` redoes a stage and every
-stage after it. The seconds each stage took are kept in ``pipeline.json`` for the report.
+its outputs); pretraining is done when its checkpoint says it trained its last iteration. Whether a stage is
+done is read from these files alone (``pipeline.json`` only keeps timings), so a run started with ``sslgraph
+pretrain`` continues without redoing anything. Done stages are skipped, interrupted ones resumed (pretraining
+and refinement checkpoint as they go), and ``from_stage`` redoes a stage and every stage after it. The seconds
+each stage took are kept in ``pipeline.json`` for the report. The run's lock file is held throughout.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from sslgraph.config import Config
 from sslgraph.methods import require_graphs
 from sslgraph.run import evaluate, export, pretrain, refine, report, visualize
+from sslgraph.run.lock import run_lock
 from sslgraph.run.rundir import RunDir
 from sslgraph.training.checkpoint import checkpoint_finished
 from sslgraph.utils.misc import resolve_device
@@ -40,7 +43,7 @@ def _figures(run: RunDir) -> list[Path]:
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("pretrain", lambda r: [], lambda r: [r.checkpoint],
-          lambda r, cfg, device: pretrain.pretrain(cfg, resume=True)),
+          lambda r, cfg, device: pretrain.pretrain(cfg, resume="auto")),
     Stage("export", lambda r: [r.checkpoint], lambda r: r.graph_paths,
           lambda r, cfg, device: export.export_graphs(r, cfg, device=device)),
     Stage("refine", lambda r: r.graph_paths, lambda r: [r.refined],
@@ -77,17 +80,17 @@ def run_pipeline(cfg: Config, *, from_stage: str | None = None) -> RunDir:
     """Run every stage that is not done (and every stage from ``from_stage`` on) in ``cfg.out_dir``."""
     require_graphs(cfg, purpose="`sslgraph run`")
     run = RunDir(cfg.out_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    state = run.read_pipeline_state()
     forced = STAGES[STAGES.index(from_stage):] if from_stage is not None else ()
     device = resolve_device(cfg.device)
-    for stage in PIPELINE:
-        if stage.name not in forced and stage_done(stage, run, cfg):
-            print(f"[sslgraph] stage {stage.name}: done already, skipped", flush=True)
-            continue
-        print(f"[sslgraph] stage {stage.name}: running", flush=True)
-        start = time.perf_counter()
-        stage.run(run, cfg, device)
-        state["stages"][stage.name] = {"seconds": round(time.perf_counter() - start, 2), "finished": time.time()}
-        run.write_pipeline_state(state)
+    with run_lock(run):
+        state = run.read_pipeline_state()
+        for stage in PIPELINE:
+            if stage.name not in forced and stage_done(stage, run, cfg):
+                print(f"[sslgraph] stage {stage.name}: done already, skipped", flush=True)
+                continue
+            print(f"[sslgraph] stage {stage.name}: running", flush=True)
+            start = time.perf_counter()
+            stage.run(run, cfg, device)
+            state["stages"][stage.name] = {"seconds": round(time.perf_counter() - start, 2), "finished": time.time()}
+            run.write_pipeline_state(state)
     return run

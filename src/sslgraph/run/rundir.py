@@ -5,7 +5,8 @@ RUN/
   config.yaml          resolved config (reproduces the run)                           pretrain
   log.jsonl            one JSON object per pretraining epoch (+ epoch -1: initialisation)
   tb/                  TensorBoard scalars
-  checkpoint.pt        latest pretraining state, written atomically every epoch
+  checkpoint.pt        latest pretraining state, written atomically every epoch (and mid-epoch on a stop
+                       signal or every optim.checkpoint_every_minutes)
   graphs/teacher.pt    torch_geometric Data per stream (see sslgraph.graph.export)    pretrain or export
   graphs/student.pt
   refine_checkpoint.pt refinement state while it runs (removed when it finishes)      refine
@@ -13,9 +14,12 @@ RUN/
   refined.pt           refined embeddings, labels, masks, GNN state, loss log
   metrics.json         every number with its protocol                                 evaluate
   figures/*.png        training curves, embeddings before/after, 2-hop neighbourhoods visualize
+  figures/degree_histograms.png  in-degree bar charts, from metrics.json              report
   report.md            the report, figures linked                                     report
   report.html          the same report, figures embedded
   pipeline.json        seconds per stage run by `sslgraph run`                         pipeline
+  run.lock             pid and host of the process writing the run (removed when it ends)  every writer
+  unreadable_images.txt  every image file of the data set that could not be decoded     pretrain
 ```
 
 Only this module names these files; the stage modules next to it read and write through a :class:`RunDir`.
@@ -59,6 +63,8 @@ class RunDir:
     REPORT_MD = "report.md"
     REPORT_HTML = "report.html"
     PIPELINE = "pipeline.json"
+    LOCK = "run.lock"
+    UNREADABLE = "unreadable_images.txt"
 
     def __init__(self, root: str | os.PathLike) -> None:
         object.__setattr__(self, "root", Path(root))
@@ -133,6 +139,14 @@ class RunDir:
     def pipeline_state(self) -> Path:
         return self.root / self.PIPELINE
 
+    @property
+    def lock(self) -> Path:
+        return self.root / self.LOCK
+
+    @property
+    def unreadable_images(self) -> Path:
+        return self.root / self.UNREADABLE
+
     # ------------------------------------------------------------------ reads shared by the stages
     def require(self) -> RunDir:
         """This run, after checking that its directory exists (a user error otherwise)."""
@@ -202,3 +216,50 @@ class RunDir:
 
     def write_pipeline_state(self, state: dict[str, Any]) -> Path:
         return atomic_write_text(self.pipeline_state, json.dumps(state, indent=2, sort_keys=True))
+
+    def write_unreadable_images(self, by_split: dict[str, list[str]]) -> Path:
+        """Every unreadable image, one ``split<TAB>path`` a line, so a large data set is fixed in one pass."""
+        lines = [f"{split}\t{path}\n" for split, paths in by_split.items() for path in paths]
+        return atomic_write_text(self.unreadable_images, "".join(lines))
+
+
+@dataclass(frozen=True, init=False)
+class AblationDir:
+    """The files of ``sslgraph ablate`` under :attr:`root`: one run directory per pretraining, one table, one chart.
+
+    ```
+    ABLATION/
+      dino/ adasim/ graph/   run directories (graph/ serves the rows without and with refinement)
+      ablation.md            the table
+      ablation.json          the table's numbers, with the run each came from
+      ablation.png           the bar chart
+    ```
+    """
+
+    root: Path
+
+    TABLE_MD = "ablation.md"
+    TABLE_JSON = "ablation.json"
+    CHART = "ablation.png"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def run(self, name: str) -> RunDir:
+        return RunDir(self.root / name)
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / self.TABLE_MD
+
+    @property
+    def table_json(self) -> Path:
+        return self.root / self.TABLE_JSON
+
+    @property
+    def chart(self) -> Path:
+        return self.root / self.CHART
+
+    def write_table(self, *, markdown: str, values: dict[str, Any]) -> list[Path]:
+        return [atomic_write_text(self.table_md, markdown),
+                atomic_write_text(self.table_json, json.dumps(values, indent=2) + "\n")]

@@ -43,8 +43,12 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 def checkpoint_finished(path: str | os.PathLike) -> bool:
     """Whether the run behind the checkpoint trained its last iteration (with a wall-clock budget that is
-    before ``optim.epochs``)."""
-    return bool(load_checkpoint(path, keys=("finished",), mmap=True)["finished"])
+    before ``optim.epochs``); a checkpoint from before the flag existed is finished when it has every epoch."""
+    state = load_checkpoint(path, keys=("epoch",), mmap=True)
+    if "finished" in state:
+        return bool(state["finished"])
+    epochs = state.get("config", {}).get("optim", {}).get("epochs")
+    return epochs is not None and int(state["epoch"]) >= int(epochs) and not state.get("step", 0)
 
 
 def pretrained_backbones(state: dict[str, Any], *, device: torch.device) -> tuple[Config, Backbone, Backbone]:

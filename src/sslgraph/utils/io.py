@@ -8,6 +8,7 @@ strings, lists and dicts only, so loading a file never executes code from it.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -25,8 +26,11 @@ __all__ = ["CheckpointError", "append_jsonl", "atomic_save", "atomic_save_figure
 
 def _atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise CheckpointError(f"could not write {target}: {err.strerror or err}; {_disk_hint(err)}") from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -36,10 +40,23 @@ def _atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise CheckpointError(
-                f"could not write {target}: {err.strerror or err}; the previous file is intact") from err
+            left = ("its previous version is intact" if target.is_file() else
+                    "nothing was written there (there was no previous version)")
+            raise CheckpointError(f"could not write {target}: {err.strerror or err}; {left}; "
+                                  f"{_disk_hint(err)}") from err
         raise
     return target
+
+
+def _disk_hint(err: OSError) -> str:
+    """What to do about a failed write, by cause."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space (or choose another --out), then rerun (pretrain: with --resume) to continue"
+    if err.errno == errno.EFBIG:
+        return "the file exceeds the file-size limit (ulimit -f); raise it, then rerun (pretrain: with --resume)"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the folder is not writable; choose another --out"
+    return "check the disk, then rerun (pretrain: with --resume)"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -75,11 +92,15 @@ def safe_load(path: str | os.PathLike, *, map_location: str | torch.device = "cp
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON object as a line; a single small write, so a kill never leaves a partial record."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise CheckpointError(f"could not append to {target}: {err.strerror or err}; the records before this one "
+                              f"are intact; {_disk_hint(err)}") from err
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
