@@ -10,9 +10,12 @@ export SSLGRAPH_DATA
 
 .PHONY: install run test test-slow bench bench-peer clean
 
-$(STAMP): pyproject.toml
+# pyproject.toml states lower bounds; the exact CPU versions come from the constraints file.
+LOCK := requirements/cpu-lock.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[all]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[all]'
 	touch $(STAMP)
 
 install: $(STAMP)

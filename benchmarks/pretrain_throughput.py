@@ -1,17 +1,25 @@
-"""Images/s of the real pretraining loop (data included) next to the bare forward+backward it runs on.
+"""Images/s and model FLOP utilisation of the real pretraining loop next to the bare forward+backward it runs on.
 
 - loop: what ``Trainer.train_one_epoch`` does per step — gather the uint8 batch, make both views on the
   device (:class:`~sslgraph.data.batch_aug.BatchAugment`), teacher forward where needed, student forward,
   the objective's loss, backward, optimiser, EMA, and the method's hooks — timed over real batches.
 - bare: the student's backbone + head forward, the same loss and backward, on one fixed batch of views: the
-  ceiling the loop can approach. ``loop/bare`` is the share of that ceiling the loop reaches.
+  ceiling the loop can approach. ``loop/bare`` is the share of that ceiling the loop reaches. ``--compile``
+  also times the bare step through ``torch.compile`` (what ``optim.compile=true`` would buy).
 - graph overhead: the ``graph`` method's loop (teacher crop-1 features for its bank, bank searches and
   updates over all N training images, FIFO graph updates) against the ``dino`` method's loop, same objective.
+  Split in two: the bank and graph work itself (the method's ``after_step``, timed inside the loop) and the
+  rest, mostly the teacher's crop-1 forward, which the ``dino`` objective runs anyway and ``simclr`` does not.
+- MFU: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
+  convolutions, forward and backward) times steps per second, over the device's dense bf16 peak from
+  :data:`PEAK_TFLOPS` (``--peak-tflops`` overrides). A CPU has no such table entry: there the ceiling is a
+  measured float32 matrix product (``peak_source`` says which), so the ratio reads "share of what this CPU's
+  matrix products reach", not a hardware peak.
 
     SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--steps 10] [--device cuda]
 
-Prints a table and writes benchmarks/results/pretrain_throughput.json. On a GPU the same script measures the
-GPU path; MFU there is the achieved FLOP/s over the device's bf16 peak (``--peak-tflops``).
+Every run is the same step as training (the configured precision: bf16 autocast on CUDA, float32 on the CPU).
+Prints a table and writes benchmarks/results/pretrain_throughput.json (``--out``).
 """
 
 from __future__ import annotations
@@ -20,101 +28,231 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from sslgraph.config import load_config
 from sslgraph.training.trainer import Trainer
 
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched by a substring of
+# torch.cuda.get_device_name(); the first match wins, so the more specific names come first.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
 
-def timed(fn, *, steps: int, warmup: int = 2) -> float:
+
+def device_peak(device: torch.device, *, override: float | None) -> tuple[float | None, str]:
+    """(peak FLOP/s, where it comes from) of ``device``; CPUs and unknown GPUs get a measured matmul ceiling."""
+    if override is not None:
+        return override * 1e12, "--peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in PEAK_TFLOPS:
+            if key in name:
+                return tflops * 1e12, f"bf16 dense peak of {key} (data sheet)"
+    return matmul_ceiling(device), "measured float32 matmul ceiling (bf16 peak unknown)"
+
+
+def matmul_ceiling(device: torch.device, *, size: int = 2048, steps: int = 5) -> float:
+    """FLOP/s of a large float32 matrix product on ``device``: what this machine's kernels reach at best."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = min(timed(lambda: a @ b, steps=steps, device=device) for _ in range(3))  # best of three: a busy
+    return 2 * size**3 / seconds                                                          # machine only slows it
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], *, steps: int, device: torch.device, warmup: int = 2) -> float:
+    """Seconds per call, with the device's queue drained before and after."""
     for _ in range(warmup):
         fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(device)
     return (time.perf_counter() - start) / steps
 
 
-def loop_seconds(trainer: Trainer, *, steps: int) -> float:
-    """Seconds per step of the loop body over consecutive real batches of epoch 1."""
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (matrix products and convolutions, forward and backward)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def endless(trainer: Trainer, *, epoch: int) -> Iterator[Any]:
+    """Real batches of ``epoch``, starting over when a (small) data set runs out."""
+    trainer.sampler.set_epoch(epoch)
+    while True:
+        yield from trainer.batches
+
+
+def loop_step(trainer: Trainer) -> Callable[[], None]:
+    """One loop body over consecutive real batches of epoch 1."""
     trainer.student.train()
     trainer.teacher.train()
-    trainer.sampler.set_epoch(1)
-    batches = iter(trainer.batches)
+    batches = endless(trainer, epoch=1)
     counter = iter(range(10**9))
 
     def step() -> None:
         views, indices = trainer._views(next(batches), epoch=1)
-        trainer.training_step(views, indices, epoch=1, step=next(counter))
+        trainer.training_step(views, indices, epoch=1, step=next(counter) % trainer.iters_per_epoch)
 
-    return timed(step, steps=steps)
+    return step
 
 
-def bare_seconds(trainer: Trainer, *, steps: int) -> float:
+def bare_step(trainer: Trainer, *, compiled: bool = False) -> Callable[[], None]:
     """Student forward, the objective's loss and backward on one fixed batch of views."""
-    views, indices = trainer._views(next(iter(trainer.batches)), epoch=1)
+    views, indices = trainer._views(next(endless(trainer, epoch=1)), epoch=1)
     inputs = torch.cat(views)
     if trainer.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     batch = indices.shape[0]
-    with torch.no_grad():
+    with torch.no_grad(), trainer._autocast():
         teacher_out = trainer.teacher(inputs)[1].view(2, batch, -1) if trainer.objective.needs_teacher else None
+    student = torch.compile(trainer.student) if compiled else trainer.student
 
     def step() -> None:
         trainer.student.zero_grad(set_to_none=True)
         with trainer._autocast():
-            out = trainer.student(inputs)[1].view(2, batch, -1)
+            out = student(inputs)[1].view(2, batch, -1)
             loss = trainer.objective.loss(out, teacher_out, epoch=1)
         loss.backward()
 
-    return timed(step, steps=steps)
+    return step
 
 
-def main() -> None:
+def time_hook(trainer: Trainer) -> dict[str, float]:
+    """Wrap the method's per-step hook (bank searches and updates, graph updates) to accumulate its time."""
+    totals = {"seconds": 0.0, "calls": 0}
+    method = trainer.method
+    if not method.uses_step_features:
+        return totals
+    original = method.after_step
+
+    def after_step(**kwargs: Any) -> None:
+        sync(trainer.device)
+        started = time.perf_counter()
+        original(**kwargs)
+        sync(trainer.device)
+        totals["seconds"] += time.perf_counter() - started
+        totals["calls"] += 1
+
+    method.after_step = after_step  # type: ignore[method-assign]
+    return totals
+
+
+def measure(trainer: Trainer, *, steps: int, bare: bool, compiled: bool, peak: float | None) -> dict[str, Any]:
+    """One method's row: images/s, FLOPs per image and MFU of the loop (and of the bare step)."""
+    device, batch = trainer.device, trainer.cfg.optim.batch_size
+    hook = time_hook(trainer)
+    step = loop_step(trainer)
+    loop_flops = count_flops(step)
+    loop = timed(step, steps=steps, device=device)
+    row: dict[str, Any] = {"n_train": len(trainer.train_base), "batch": batch, "loop_images_per_s": batch / loop,
+                           "loop_gflop_per_image": loop_flops / batch / 1e9,
+                           "loop_tflop_per_s": loop_flops / loop / 1e12}
+    if peak:
+        row["loop_mfu"] = loop_flops / loop / peak
+    if hook["calls"]:
+        row["bank_graph_seconds_per_step"] = hook["seconds"] / hook["calls"]
+    if bare:
+        fn = bare_step(trainer)
+        bare_flops = count_flops(fn)
+        seconds = timed(fn, steps=steps, device=device)
+        row.update(bare_images_per_s=batch / seconds, loop_over_bare=seconds / loop,
+                   bare_gflop_per_image=bare_flops / batch / 1e9, bare_tflop_per_s=bare_flops / seconds / 1e12)
+        if peak:
+            row["bare_mfu"] = bare_flops / seconds / peak
+        if compiled:
+            seconds = timed(bare_step(trainer, compiled=True), steps=steps, device=device, warmup=3)
+            row["bare_compiled_images_per_s"] = batch / seconds
+            if peak:
+                row["bare_compiled_mfu"] = bare_flops / seconds / peak
+    return row
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """The rows as a Markdown table (what the README quotes)."""
+    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+        return format(row[key], fmt) if key in row else ""
+
+    lines = ["| method | loop img/s | bare img/s | loop / bare | GFLOP/img (fwd+bwd) | loop MFU | bare MFU "
+             "| bare compiled img/s | vs `dino` loop |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        overhead = f"{100 * row['graph_overhead']:+.1f} % time per step" if "graph_overhead" in row else ""
+        if "bank_graph_overhead" in row:
+            overhead += f" (bank + graph work {100 * row['bank_graph_overhead']:+.1f} %)"
+        lines.append(f"| `{name}` | {row['loop_images_per_s']:.1f} | {cell(row, 'bare_images_per_s', '.1f')} "
+                     f"| {cell(row, 'loop_over_bare', '.2f')} | {cell(row, 'bare_gflop_per_image', '.2f')} "
+                     f"| {cell(row, 'loop_mfu', '.1%')} | {cell(row, 'bare_mfu', '.1%')} "
+                     f"| {cell(row, 'bare_compiled_images_per_s', '.1f')} | {overhead} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cifar10-cpu")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 peak, for MFU (GPU)")
-    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
+    parser.add_argument("--methods", default="dino,graph", help="comma-separated methods (the first gets the bare "
+                                                                "step; graph is compared with dino)")
+    parser.add_argument("--compile", action="store_true", help="also time the bare step through torch.compile")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: table/measured)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput.json"))
-    args = parser.parse_args()
+    parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
+    args = parser.parse_args(argv)
 
-    rows = {}
-    for method in ("dino", "graph"):
+    device = torch.device(args.device)
+    peak, peak_source = device_peak(device, override=args.peak_tflops)
+    methods = [m for m in args.methods.split(",") if m]
+    rows: dict[str, dict[str, Any]] = {}
+    for i, method in enumerate(methods):
         cfg = load_config(preset=args.preset, overrides=[*args.overrides, f"method.name={method}",
                                                           f"device={args.device}", "out_dir=/tmp/sslgraph-bench"])
-        trainer = Trainer(cfg, device=torch.device(args.device))
-        batch = cfg.optim.batch_size
-        loop = loop_seconds(trainer, steps=args.steps)
-        row = {"n_train": len(trainer.train_base), "batch": batch, "loop_images_per_s": batch / loop}
-        if method == "dino":
-            bare = bare_seconds(trainer, steps=args.steps)
-            row.update(bare_images_per_s=batch / bare, loop_over_bare=bare / loop)
-        rows[method] = row
+        trainer = Trainer(cfg, device=device)
+        rows[method] = measure(trainer, steps=args.steps, bare=i == 0, compiled=args.compile, peak=peak)
         del trainer
-    rows["graph"]["graph_overhead"] = rows["dino"]["loop_images_per_s"] / rows["graph"]["loop_images_per_s"] - 1
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if "dino" in rows and "graph" in rows:
+        rows["graph"]["graph_overhead"] = rows["dino"]["loop_images_per_s"] / rows["graph"]["loop_images_per_s"] - 1
+        dino_step = rows["dino"]["batch"] / rows["dino"]["loop_images_per_s"]
+        if "bank_graph_seconds_per_step" in rows["graph"]:
+            rows["graph"]["bank_graph_overhead"] = rows["graph"]["bank_graph_seconds_per_step"] / dino_step
 
-    print(f"{'method':8s} {'N':>7s} {'batch':>5s} {'loop img/s':>10s} {'bare img/s':>10s} {'loop/bare':>9s} "
-          f"{'vs dino':>8s}")
-    for name, row in rows.items():
-        bare = f"{row['bare_images_per_s']:10.1f}" if "bare_images_per_s" in row else f"{'':10s}"
-        ratio = f"{row['loop_over_bare']:9.2f}" if "loop_over_bare" in row else f"{'':9s}"
-        extra = f"{100 * row['graph_overhead']:+7.1f}%" if "graph_overhead" in row else ""
-        print(f"{name:8s} {row['n_train']:7d} {row['batch']:5d} {row['loop_images_per_s']:10.1f} {bare} {ratio} "
-              f"{extra:>8s}")
-    result = {"preset": args.preset, "overrides": args.overrides, "device": args.device,
+    markdown = table(rows)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor()
+                                                                                    or platform.machine())
+    print(f"{device_name}: peak {peak / 1e12 if peak else float('nan'):.2f} TFLOP/s ({peak_source})")
+    print(markdown)
+    result = {"preset": args.preset, "overrides": args.overrides, "device": args.device, "device_name": device_name,
+              "peak_tflops": peak / 1e12 if peak else None, "peak_source": peak_source,
               "threads": torch.get_num_threads(), "steps": args.steps, "torch": torch.__version__,
-              "machine": platform.processor() or platform.machine(), "results": rows}
+              "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(f"{device_name}, peak {peak_source}\n\n{markdown}\n")
     print(f"written {args.out}")
+    return result
 
 
 if __name__ == "__main__":

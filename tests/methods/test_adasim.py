@@ -134,3 +134,19 @@ def test_state_dict_round_trip_restores_exactly():
     original, loaded = method.teacher_bank.state_dict(), restored.teacher_bank.state_dict()
     for key, value in original.items():
         assert torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else loaded[key] == value, key
+
+
+@pytest.mark.parametrize("candidates", ["topk", "window"])
+def test_partner_draw_is_over_the_top_topk_of_the_vote_or_the_whole_window(candidates: str) -> None:
+    # topk = 2, V = 2. Sample i listed [i, i+1] (sims 1.0, 0.9) one epoch and [i, i+2] (1.0, 0.8) the next:
+    # votes i = 2.0, i+1 = 0.9, i+2 = 0.8. The reference draws from the best topk = 2 of them, {i, i+1};
+    # the window option from all three. A huge temperature makes the draw uniform over the candidates.
+    method, _ = build(make_cfg(topk=2, sampling_temperature=1e6, bootstrap_candidates=candidates))
+    bank, own = method.teacher_bank, torch.arange(NUM_TRAIN)
+    for offset, sim in ((1, 0.9), (2, 0.8)):
+        bank.nn_idx.copy_(torch.stack([own, (own + offset) % NUM_TRAIN], dim=1))
+        bank.nn_sim.copy_(torch.tensor([1.0, sim]).expand(NUM_TRAIN, 2))
+        bank.push_window()
+    offsets = torch.stack([(method.partners_for_epoch(epoch) - own) % NUM_TRAIN for epoch in range(2, 42)])
+    drawn = set(offsets.unique().tolist())
+    assert drawn == ({0, 1} if candidates == "topk" else {0, 1, 2})

@@ -4,6 +4,7 @@ resume from a state in memory, and a NaN loss."""
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,45 @@ def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Pa
     assert trainer.state_dict(epoch=last)["finished"] and not trainer.state_dict(epoch=last - 1)["finished"]
     trainer._set_budget(10.0)  # slower than the whole budget: still a few steps past the calibration
     assert trainer.total_iters == trainer_module.CALIBRATION_STEPS + 1
+
+
+def test_teacher_momentum_cosine_spans_every_iteration_of_a_budget_run(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock: steps 3..15 of the calibration take 0.12 s in all, i.e. 10 ms per step, so a 0.005-minute
+    # budget (0.3 s) is 30 iterations; no real time is measured.
+    ticks = iter([0.0, 0.0, 0.12])
+    monkeypatch.setattr(trainer_module, "time", type("FakeTime", (), {
+        "perf_counter": staticmethod(lambda: next(ticks, 1.0))}))
+    cfg = _cfg(image_root, method="dino", batch=2, extra=[
+        "optim.budget_minutes=0.005", "optim.epochs=5", "optim.warmup_epochs=0", "optim.momentum_teacher=0.9",
+        "monitor.knn_every=0", "monitor.knn_at_init=false", "monitor.log_every=7"])
+    trainer = Trainer(cfg, device=CPU)
+    ipe = trainer.iters_per_epoch
+    assert ipe == 32 and trainer.total_iters == 5 * 32  # provisional: optim.epochs
+    used: list[float] = []
+    update = trainer._update_teacher
+    trainer._update_teacher = lambda momentum: used.append(momentum) or update(momentum)  # type: ignore[method-assign]
+    trainer.fit()
+
+    assert trainer.total_iters == 30 and len(used) == 30
+    calibrated = trainer_module.CALIBRATION_STEPS
+    for it in range(30):
+        length = 29 if it >= calibrated else 5 * 32 - 1  # before the calibration: the provisional schedule
+        assert used[it] == pytest.approx(1 - 0.1 * (math.cos(math.pi * it / length) + 1) / 2, abs=1e-12), it
+    assert used[0] == 0.9 and used[-1] == 1.0
+    assert used[22] == pytest.approx(1 - 0.05 * (1 + math.cos(math.pi * 22 / 29)))
+    assert used[22] == pytest.approx(0.98630, abs=1e-5)  # 1 - 0.05 (1 + cos(22 pi / 29)) = 1 - 0.05 * 0.2740
+
+
+def test_a_warmup_longer_than_the_budget_keeps_its_share_of_the_run() -> None:
+    # cifar10 preset numbers: 10 of 100 epochs of warm-up, 195 iterations per epoch, a budget of 738 iterations.
+    warmup = trainer_module.budget_warmup_epochs(10, epochs=100, iters_per_epoch=195, total_iters=738)
+    assert warmup == pytest.approx(10 / 100 * 738 / 195)
+    assert round(warmup * 195) == 74  # 10 % of the 738 iterations
+    assert trainer_module.budget_warmup_epochs(0.1, epochs=100, iters_per_epoch=195, total_iters=738) == 0.1
+
+
+def test_cpu_training_keeps_the_reference_optimizer_and_no_autocast(image_root: Path) -> None:
+    trainer = Trainer(_cfg(image_root, method="dino"), device=CPU)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and not trainer.optimizer.defaults["fused"]
+    assert trainer.amp_dtype is None  # optim.precision=auto: float32 on the CPU

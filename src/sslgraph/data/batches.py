@@ -36,8 +36,23 @@ class _StoredItems(Dataset):
         return image, other, index
 
 
+class _After(Sampler[int]):
+    """The sampler's order from position ``skip`` on: the rest of an epoch, batch for batch the same."""
+
+    def __init__(self, sampler: Sampler[int], skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(iter(self.sampler))[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)  # type: ignore[arg-type]
+
+
 class PretrainBatches:
-    """One epoch at a time: ``(images, partner_images, indices)`` with uint8 images ``[B, 3, H, W]`` on ``device``.
+    """One epoch at a time: ``(images, partner_images, indices)`` with uint8 images ``[B, 3, H, W]`` on ``device``
+    (``indices`` on the cache's device, or on the CPU for a decoding loader).
 
     ``partner_images`` is ``None`` while no partners are set (crop 2 from the image itself). The order comes
     from ``sampler`` (a ``DistributedSampler`` in every run, so one process and many see the same global order).
@@ -50,6 +65,8 @@ class PretrainBatches:
         self.batch_size = batch_size
         self.device = device
         self.partners: Tensor | None = None
+        # Batches of the next epoch to leave out (a run resumed mid-epoch); consumed by the next iteration.
+        self.start_step = 0
         self.cached = base.images is not None
         if self.cached:
             images = base.images
@@ -76,24 +93,38 @@ class PretrainBatches:
             if n and (int(partners.min()) < 0 or int(partners.max()) >= n):
                 raise ValueError(f"partners must lie in [0, {n}), got values in "
                                  f"[{int(partners.min())}, {int(partners.max())}]")
-            partners = partners.detach().to("cpu", torch.long)
+            # Kept where the cache is, so a batch's partner lookup is a gather on that device.
+            partners = partners.detach().to(self.images.device if self.cached else "cpu", torch.long)
         self.partners = partners
         if not self.cached:
             self.items.partners = partners
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
+        first, self.start_step = self.start_step, 0
         if self.loader is not None:
-            for images, others, indices in self.loader:
+            if first:
+                rest = DataLoader(self.items, batch_size=self.batch_size,
+                                  sampler=_After(self.sampler, first * self.batch_size),
+                                  num_workers=self.loader.num_workers, pin_memory=self.loader.pin_memory,
+                                  drop_last=True)
+                # Starting a loader draws its workers' seed from the global RNG; an uninterrupted run drew it at
+                # the epoch's start, so here the draw must not move the RNG state restored for this step.
+                with torch.random.fork_rng(devices=[]):
+                    loader = iter(rest)
+            else:
+                loader = iter(self.loader)
+            for images, others, indices in loader:
                 partnered = self.partners is not None
                 yield (images.to(self.device, non_blocking=True),
                        others.to(self.device, non_blocking=True) if partnered else None, indices)
             return
-        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        # The epoch's order goes to the cache's device once; every batch is then gathered there without a copy
+        # (the indices come back on that device too).
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long).to(self.images.device)
+        for start in range(first * self.batch_size, len(self) * self.batch_size, self.batch_size):
             indices = order[start:start + self.batch_size]
-            where = indices.to(self.images.device)
-            images = self.images[where].to(self.device, non_blocking=True)
+            images = self.images[indices].to(self.device, non_blocking=True)
             others = None
             if self.partners is not None:
-                others = self.images[self.partners[indices].to(self.images.device)].to(self.device, non_blocking=True)
+                others = self.images[self.partners[indices]].to(self.device, non_blocking=True)
             yield images, others, indices

@@ -1,10 +1,12 @@
 """AdaSim: DINO whose second crop may come from a neighbour chosen by a vote over the teacher's memory bank.
 
-The teacher bank keeps every training image's latest clean-crop feature and its top-k list; each epoch end
-pushes the lists into a window of ``V`` epochs. Once the window is full, every epoch draws a partner per
-image (:func:`sslgraph.graph.bootstrap.sample_partners`) and the data pipeline takes crop 2 from it, so
-neighbours act as positives. Banks are updated with the batch gathered from every process, and partners
-are drawn with a generator seeded from ``(seed, epoch)``, so all processes agree without communicating.
+The teacher bank keeps every training image's latest clean-crop feature and its top-k list; each epoch end pushes
+the lists into a window of ``V`` epochs. Once the window is full, every epoch draws a partner per image
+(:func:`sslgraph.graph.bootstrap.sample_partners`) and the data pipeline takes crop 2 from it, so neighbours act as
+positives. The draw is over the best ``topk`` candidates of the vote, as in the reference
+(``method.bootstrap_candidates=window``: every candidate of the window, up to ``topk * V``). Banks are updated with
+the batch gathered from every process, and partners are drawn with a generator seeded from ``(seed, epoch)``, so all
+processes agree without communicating.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class AdaSim(Method):
     def _new_bank(self, *, vote_window: int) -> MemoryBank:
         me = self.cfg.method
         return MemoryBank(self.num_train, self.embed_dim, topk=me.topk, vote_window=vote_window,
-                          backend=me.bank_backend, chunk_size=me.bank_chunk_size, device=self.device)
+                          backend=me.bank_backend, chunk_size=me.bank_chunk_size,
+                          search_precision=me.bank_search_precision, device=self.device)
 
     def on_train_start(self, ctx: TrainContext) -> None:
         if self.cfg.method.init_bank_pass:
@@ -67,8 +70,10 @@ class AdaSim(Method):
             return None
         generator = torch.Generator(device=bank.device).manual_seed(partner_seed(self.cfg.seed, epoch))
         window_idx, window_sim = bank.ordered_window()
+        me = self.cfg.method
         partners, bootstrapped = sample_partners(window_idx, window_sim, generator=generator,
-                                                 temperature=self.cfg.method.sampling_temperature)
+                                                 temperature=me.sampling_temperature,
+                                                 num_candidates=me.topk if me.bootstrap_candidates == "topk" else None)
         self._epoch_stats = {"boot_frac": float(bootstrapped.float().mean())}
         if bool(bootstrapped.any()):
             labels = self.train_labels.to(partners.device)

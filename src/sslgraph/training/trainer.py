@@ -26,7 +26,7 @@ from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transfo
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
 from sslgraph.data.batch_aug import BatchAugment, view_recipes
 from sslgraph.data.batches import PretrainBatches
-from sslgraph.errors import ConfigError, NonFiniteLossError
+from sslgraph.errors import ConfigError, NonFiniteLossError, Preempted
 from sslgraph.eval.features import extract_features
 from sslgraph.eval.knn import knn_accuracy
 from sslgraph.methods import Method, Split, Stream, build_method
@@ -35,7 +35,7 @@ from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, p
 from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule
 from sslgraph.training.objectives import Objective, build_objective
 from sslgraph.training.outputs import MemorySink, TrainingSink
-from sslgraph.utils import dist
+from sslgraph.utils import dist, preempt
 from sslgraph.utils.misc import (autocast_dtype, cpu_threads, cpu_threads_for, progress, rng_state, seed_everything,
                                  set_rng_state)
 
@@ -44,6 +44,16 @@ __all__ = ["NonFiniteLossError", "Trainer"]
 # With optim.budget_minutes, steps CALIBRATION_SKIP..CALIBRATION_STEPS-1 of the first epoch are timed.
 CALIBRATION_SKIP = 3
 CALIBRATION_STEPS = 15
+# "No non-finite loss seen" for the on-device record of the first step with one.
+NO_BAD_STEP = 2**62
+
+
+def budget_warmup_epochs(warmup_epochs: float, *, epochs: int, iters_per_epoch: int, total_iters: int) -> float:
+    """``optim.warmup_epochs``, unless a wall-clock budget leaves fewer iterations than the warm-up: then the
+    warm-up keeps its share of ``optim.epochs`` within the budget's ``total_iters``."""
+    if round(warmup_epochs * iters_per_epoch) <= total_iters:
+        return warmup_epochs
+    return warmup_epochs / epochs * total_iters / iters_per_epoch
 
 
 class Trainer:
@@ -104,7 +114,9 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=0.0, momentum=o.sgd_momentum,
                                                                     nesterov=True)
         else:
-            self.optimizer = torch.optim.AdamW(groups)
+            # One fused kernel per step on CUDA instead of a loop over parameter groups; the CPU keeps the
+            # reference implementation (identical results there).
+            self.optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
         # The run's length in iterations: optim.epochs, or what optim.budget_minutes allows (set in fit()).
         self.total_iters = o.epochs * self.iters_per_epoch
         self._build_schedules()
@@ -114,14 +126,20 @@ class Trainer:
             cfg, num_train=len(self.train_base), num_test=len(self.test_base), embed_dim=self.embed_dim,
             train_labels=self.train_base.targets, test_labels=self.test_base.targets, device=device)
         self.start_epoch = 0
+        # Steps of start_epoch already trained (a checkpoint written mid-epoch) and that epoch's running totals.
+        self.start_step = 0
+        self._epoch_progress: dict[str, Any] | None = None
+        self._calibrated = cfg.optim.budget_minutes is None
+        self.checkpoint_clock = preempt.CheckpointClock(cfg.optim.checkpoint_every_minutes)
         self.resumed = False
         self._embed_cache: dict[tuple[str, str], torch.Tensor] = {}
 
     def _build_schedules(self) -> None:
         """Per-iteration lr, weight decay and teacher momentum over :attr:`total_iters`."""
         o, ipe, total = self.cfg.optim, self.iters_per_epoch, self.total_iters
+        warmup = budget_warmup_epochs(o.warmup_epochs, epochs=o.epochs, iters_per_epoch=ipe, total_iters=total)
         self.lr_schedule = cosine_schedule(scaled_lr(o.lr, o.batch_size), o.min_lr, epochs=o.epochs,
-                                           iters_per_epoch=ipe, warmup_epochs=o.warmup_epochs, total_iters=total)
+                                           iters_per_epoch=ipe, warmup_epochs=warmup, total_iters=total)
         self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, epochs=o.epochs, iters_per_epoch=ipe,
                                            total_iters=total)
         self.momentum_schedule = teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs,
@@ -133,7 +151,12 @@ class Trainer:
         return -(-self.total_iters // self.iters_per_epoch)
 
     def _set_budget(self, seconds_per_step: float) -> None:
-        """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts)."""
+        """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts).
+
+        Iterations before the calibration ran on the provisional schedules of ``optim.epochs``; from here on
+        every schedule (the teacher momentum's cosine included) is indexed over the ``total_iters`` set here, so
+        the last iteration of the run is the schedule's last value.
+        """
         per_step = float(dist.all_reduce_max(torch.tensor(seconds_per_step, device=self.device)))
         minutes = float(self.cfg.optim.budget_minutes)
         self.total_iters = max(CALIBRATION_STEPS + 1, int(minutes * 60 / per_step))
@@ -229,6 +252,9 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
+        self.start_step = int(state.get("step", 0))
+        self._epoch_progress = state.get("epoch_progress")
+        self._calibrated = bool(state.get("calibrated", True))
         self.resumed = True
         self._embed_cache.clear()
 
@@ -254,7 +280,10 @@ class Trainer:
                 record["knn_top1"] = self.knn_monitor()
             self._save_checkpoint(epoch)
             self._write_record(record)
+            self.checkpoint_clock.reset()
             epoch += 1
+            if epoch < self.epochs:
+                self._stop_if_requested(f"after epoch {epoch - 1} (the checkpoint of its end is saved)")
 
         self.method.on_train_end(self)
 
@@ -264,30 +293,54 @@ class Trainer:
         self.teacher.train()
         self.sampler.set_epoch(epoch)
         self.batches.set_partners(self.method.partners_for_epoch(epoch))
-        calibrate = epoch == 0 and self.cfg.optim.budget_minutes is not None and not self.resumed
+        calibrate = epoch == 0 and not self._calibrated
         steps = min(self.iters_per_epoch, self.total_iters - epoch * self.iters_per_epoch)
 
+        # Loss and the first non-finite step stay on the device; the host reads them every monitor.log_every
+        # steps and at the epoch's end, so a step never waits for the device.
         loss_sum = torch.zeros((), device=self.device)
+        first_bad = torch.full((), NO_BAD_STEP, dtype=torch.long, device=self.device)
+        log_every = self.cfg.monitor.log_every
         seen = 0
+        # A run resumed from a mid-epoch checkpoint skips the steps done and keeps the epoch's running loss.
+        first, self.start_step = self.start_step, 0
+        restored, self._epoch_progress = self._epoch_progress, None
+        if first:
+            self.batches.start_step = first
+            if restored is not None:
+                loss_sum += restored["loss_sum"].to(self.device)
+        self._sync()
         start = calibration_start = time.perf_counter()
         bar = progress(self.batches, desc=f"epoch {epoch + 1}/{self.epochs}", total=steps)
-        for step, batch in enumerate(bar):
-            if calibrate and step == CALIBRATION_SKIP:
+        bar.update(first)
+        for step, batch in enumerate(bar, start=first):
+            if calibrate and step - first == CALIBRATION_SKIP:
+                self._sync()
                 calibration_start = time.perf_counter()
-            if calibrate and step == CALIBRATION_STEPS:
+            if calibrate and step - first == CALIBRATION_STEPS:
+                self._sync()
                 self._set_budget((time.perf_counter() - calibration_start) / (CALIBRATION_STEPS - CALIBRATION_SKIP))
+                self._calibrated = True
                 steps = min(self.iters_per_epoch, self.total_iters)
                 bar.reset(total=steps)
                 bar.update(step)
             if step >= steps:
                 break
             views, indices = self._views(batch, epoch=epoch)
-            loss = self.training_step(views, indices, epoch=epoch, step=step)
-            loss_sum += loss.detach()
+            loss = self.training_step(views, indices, epoch=epoch, step=step).detach()
+            loss_sum += loss
+            first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp(max=step))
             seen += indices.shape[0]
+            if (step + 1) % log_every == 0:
+                self._check_finite(first_bad, epoch=epoch)
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{float(loss_sum) / (step + 1):.4g}")
+            self._checkpoint_mid_epoch(epoch=epoch, done=step + 1, steps=steps, loss_sum=loss_sum,
+                                       first_bad=first_bad)
         bar.close()
+        self._check_finite(first_bad, epoch=epoch)
+        mean_loss = float(dist.all_reduce_mean(loss_sum / max(steps, 1)))  # waits for the epoch's last step
         elapsed = time.perf_counter() - start
-        mean_loss = float(dist.all_reduce_mean(loss_sum / max(steps, 1)))
         last_it = epoch * self.iters_per_epoch + steps - 1
         return {
             "epoch": epoch,
@@ -331,12 +384,6 @@ class Trainer:
             student_feats, student_out = self.student_forward(inputs)
             loss = self.objective.loss(student_out.view(2, batch, -1), teacher_out, epoch=epoch)
 
-        if not bool(dist.all_reduce_sum(torch.isfinite(loss).logical_not().float()) == 0):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {step}; stopping. The last good checkpoint ({epoch} "
-                f"epochs finished) is intact: lower optim.lr, raise optim.clip_grad or use "
-                f"optim.precision=fp32/bf16, then rerun with --resume.")
-
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if o.clip_grad:
@@ -355,6 +402,50 @@ class Trainer:
                 self.method.after_step(indices=indices.to(self.device), teacher_feats=teacher_feats[:batch].float(),
                                        student_feats=student_feats[:batch].float())
         return loss
+
+    def _checkpoint_mid_epoch(self, *, epoch: int, done: int, steps: int, loss_sum: torch.Tensor,
+                              first_bad: torch.Tensor) -> None:
+        """After ``done`` steps of ``epoch``: save the state at this step when a stop signal arrived or
+        ``optim.checkpoint_every_minutes`` passed, and stop for a signal (:class:`Preempted`).
+
+        A single process decides at every step without reading the device; under DDP the processes agree every
+        ``monitor.log_every`` steps (one small collective), so all of them save and stop at the same step.
+        """
+        if done >= steps or (dist.is_dist() and done % self.cfg.monitor.log_every):
+            return  # the epoch's end checkpoints anyway
+        signum, due = preempt.agree(preempt.requested(), self.checkpoint_clock.due(), device=self.device)
+        if signum is None and not due:
+            return
+        self._check_finite(first_bad, epoch=epoch)  # never save a state that went non-finite
+        if dist.is_main():
+            state = self.state_dict(epoch - 1)  # "epoch": this one, not finished
+            state.update(step=done, epoch_progress={"loss_sum": loss_sum.detach().cpu()}, calibrated=self._calibrated)
+            self.sink.save_checkpoint(state)
+        dist.barrier()
+        self.checkpoint_clock.reset()
+        self._stop_if_requested(f"at epoch {epoch}, step {done} of {steps} (the checkpoint of that step is saved)",
+                                signum=signum)
+
+    def _stop_if_requested(self, where: str, *, signum: int | None = None) -> None:
+        if signum is None:
+            signum, _ = preempt.agree(preempt.requested(), False, device=self.device)
+        if signum is not None:
+            raise Preempted(f"stopped by {preempt.signal_name(signum)} {where}; rerun the same command (pretrain: "
+                            f"with --resume or --resume auto) to continue from there", signum=signum)
+
+    def _check_finite(self, first_bad: torch.Tensor, *, epoch: int) -> None:
+        """Stop when any process saw a non-finite loss (one host read of a device value, so called rarely)."""
+        bad = int(-dist.all_reduce_max(-first_bad))
+        if bad != NO_BAD_STEP:
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {bad}; stopping. The last good checkpoint ({epoch} "
+                f"epochs finished) is intact: lower optim.lr, raise optim.clip_grad or use "
+                f"optim.precision=fp32/bf16, then rerun with --resume.")
+
+    def _sync(self) -> None:
+        """Wait for the device's queued work (only where wall-clock time is measured)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
     def _update_teacher(self, momentum: float) -> None:
