@@ -9,13 +9,16 @@ rewired the same way), then:
 
 - raw: the [teacher; student] node features;
 - propagated: ``refine.encoder=appnp`` with the label-free choice of alpha and hops (the default);
-- trained (``--epochs`` > 0): graph BYOL with the given refine settings.
+- trained (``--epochs`` > 0): graph BYOL, GCN 2 x 256 with the self term ``--alpha`` and the anti-collapse
+  weight ``--variance-weight``.
 
 Each is measured by weighted kNN (k = 20, T = 0.07) and the standardised logistic probe (``--probe-seeds``
 seeds, to convergence) on the same train/test nodes. Prints a table, writes
 ``benchmarks/results/refine_vs_purity.json`` and ``docs/img/refine_vs_purity.png``.
 
     python benchmarks/refine_vs_purity.py --run runs/cifar10-cpu [--purities 0.3 0.4 0.6 0.9] [--epochs 0]
+    python benchmarks/refine_vs_purity.py --run RUN --purities 0.5 0.7 0.9 --epochs 20 --fixed 0.5 2 \
+        --probe-seeds 1 --reuse     # the README's figure; --reuse keeps curves already measured
     python benchmarks/refine_vs_purity.py --features feats.pt --edges 10
 """
 
@@ -54,6 +57,12 @@ def knn_graph(x: Tensor, num_train: int, k: int, chunk: int = 4096) -> Tensor:
         sources.append(sim.topk(k, dim=1).indices)
     src = torch.cat(sources).reshape(-1)
     return torch.stack([src, torch.arange(z.shape[0]).repeat_interleave(k)])
+
+
+def train_purity(data: Data) -> float:
+    """Same-class share of the training edges (both ends training nodes), the purity the issue tracks."""
+    train = data.train_mask[data.edge_index[0]] & data.train_mask[data.edge_index[1]]
+    return same_class_share(data.edge_index[:, train], data.y)
 
 
 def from_features(path: Path, k: int) -> tuple[Data, Data]:
@@ -109,6 +118,13 @@ def main() -> None:
     parser.add_argument("--edges", type=int, default=10)
     parser.add_argument("--purities", type=float, nargs="*", default=[0.3, 0.4, 0.5, 0.6, 0.75, 0.9])
     parser.add_argument("--epochs", type=int, default=0, help="trained refinement epochs (0: skip)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="trained encoder's self term")
+    parser.add_argument("--variance-weight", type=float, default=1.0, help="trained encoder's VICReg weight")
+    parser.add_argument("--fixed", type=float, nargs=2, metavar=("ALPHA", "HOPS"), default=None,
+                        help="also propagate with this fixed alpha and hop count (what the rule could pick)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take every curve already in --out for the same graphs, purity and settings from it "
+                             "and measure only what is missing (a long sweep can be extended)")
     parser.add_argument("--probe-seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "refine_vs_purity.json")
@@ -120,30 +136,67 @@ def main() -> None:
         teacher, student = (load_graph(args.run / "graphs" / f"{s}.pt") for s in ("teacher", "student"))
     else:
         teacher, student = from_features(args.features, args.edges)
-    measured = (same_class_share(teacher.edge_index, teacher.y) + same_class_share(student.edge_index, student.y)) / 2
+    source = str(args.run or args.features)
+    trained_cfg = {"epochs": args.epochs, "encoder": "gcn", "hidden_dim": 256, "lr": 1e-3, "alpha": args.alpha,
+                   "variance_weight": args.variance_weight} if args.epochs > 0 else None
+    settings = {"raw": {}, "propagated": {"rule": "select_alpha"}, "trained": trained_cfg,
+                "fixed": None if args.fixed is None else {"alpha": args.fixed[0], "hops": int(args.fixed[1])}}
+    previous = {}
+    if args.reuse and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        if old.get("source") == source and old.get("probe_seeds") == args.probe_seeds:
+            previous = {round(r["target"], 4): r for r in old["rows"]}
+
+    def curve(row_before: dict, name: str, compute) -> dict | None:
+        if settings[name] is None:
+            return None
+        cached = row_before.get(name)
+        if cached is not None and row_before.get("settings", {}).get(name) == settings[name]:
+            return cached
+        return compute()
+
+    measured = (train_purity(teacher) + train_purity(student)) / 2
     targets = [measured] + [p for p in sorted(args.purities) if p > measured + 0.01]
-    raw = measure(torch.cat([teacher.x, student.x], dim=1), teacher, args.probe_seeds)
+    raw_x = torch.cat([teacher.x, student.x], dim=1)
+    raw = curve(previous.get(round(measured, 4), {}), "raw", lambda: measure(raw_x, teacher, args.probe_seeds))
     rows = []
     for index, target in enumerate(targets):
         started = time.perf_counter()
+        before = previous.get(round(target, 4), {})
         t, s = (rewire(g, target, seed=index * 2 + i) for i, g in enumerate((teacher, student)))
-        purity = (same_class_share(t.edge_index, t.y) + same_class_share(s.edge_index, s.y)) / 2
-        prop = propagate_graphs(t, s, RefineConfig(encoder="appnp"))
-        row = {"target": target, "purity": purity, "raw": raw, "alpha": prop.alpha, "hops": prop.hops,
-               "propagated": measure(prop.embeddings, t, args.probe_seeds)}
-        if args.epochs > 0:
-            cfg = RefineConfig(epochs=args.epochs, hidden_dim=256, projector_dim=256, predictor_dim=256, lr=1e-3)
-            row["trained"] = measure(refine_graphs(t, s, cfg, device=torch.device("cpu"), progress=False).embeddings,
-                                     t, args.probe_seeds)
+        purity = (train_purity(t) + train_purity(s)) / 2
+        row = {"target": target, "purity": purity, "raw": raw, "settings": settings}
+
+        def rule() -> dict:
+            prop = propagate_graphs(t, s, RefineConfig(encoder="appnp"))
+            return {**measure(prop.embeddings, t, args.probe_seeds), "alpha": prop.alpha, "hops": prop.hops}
+
+        def fixed() -> dict:
+            cfg = RefineConfig(encoder="appnp", alpha=settings["fixed"]["alpha"], hops=settings["fixed"]["hops"])
+            return measure(propagate_graphs(t, s, cfg).embeddings, t, args.probe_seeds)
+
+        def trained() -> dict:
+            cfg = RefineConfig(epochs=args.epochs, hidden_dim=256, projector_dim=256, predictor_dim=256, lr=1e-3,
+                               alpha=args.alpha, variance_weight=args.variance_weight)
+            return measure(refine_graphs(t, s, cfg, device=torch.device("cpu"), progress=False).embeddings, t,
+                           args.probe_seeds)
+
+        for name, compute in (("propagated", rule), ("fixed", fixed), ("trained", trained)):
+            value = curve(before, name, compute)
+            if value is not None:
+                row[name] = value
         row["seconds"] = round(time.perf_counter() - started, 1)
         rows.append(row)
-        trained = row.get("trained", {})
-        print(f"purity {purity:5.3f}  raw {raw['knn20']:5.2f}/{raw['probe']:5.2f}  propagated (a={prop.alpha:g}, "
-              f"K={prop.hops}) {row['propagated']['knn20']:5.2f}/{row['propagated']['probe']:5.2f}"
-              + (f"  trained {trained['knn20']:5.2f}/{trained['probe']:5.2f}" if trained else ""), flush=True)
+        parts = [f"purity {purity:5.3f}", f"raw {raw['knn20']:5.2f}/{raw['probe']:5.2f}",
+                 f"rule (a={row['propagated'].get('alpha', float('nan')):g}, K={row['propagated'].get('hops')}) "
+                 f"{row['propagated']['knn20']:5.2f}/{row['propagated']['probe']:5.2f}"]
+        parts += [f"{name} {row[name]['knn20']:5.2f}/{row[name]['probe']:5.2f}" for name in ("fixed", "trained")
+                  if name in row]
+        print("  ".join(parts), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps({"source": str(args.run or args.features), "edges": args.edges,
-                                            "rows": rows}, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps({"source": source, "edges": args.edges, "probe_seeds": args.probe_seeds,
+                                            "trained": trained_cfg, "fixed": settings["fixed"], "rows": rows},
+                                           indent=2) + "\n")
     plot(rows, args.figure)
 
 
@@ -154,9 +207,14 @@ def plot(rows: list[dict], path: Path) -> None:
     axes = fig.subplots(1, 2)
     purity = [100 * r["purity"] for r in rows]
     for ax, metric, title in ((axes[0], "knn20", "kNN k=20"), (axes[1], "probe", "standardised logistic probe")):
-        for name, colour in (("raw", "tab:gray"), ("propagated", "tab:blue"), ("trained", "tab:purple")):
+        curves = (("raw", "raw", "tab:gray"), ("propagated", "propagated (label-free rule)", "tab:blue"),
+                  ("fixed", "propagated (fixed alpha, hops)", "tab:cyan"), ("trained", "trained GCN", "tab:purple"))
+        for name, label, colour in curves:
             if all(name in r for r in rows):
-                ax.plot(purity, [r[name][metric] for r in rows], marker="o", label=name, color=colour)
+                if name == "fixed":
+                    fixed = rows[0]["settings"]["fixed"]
+                    label = f"propagated (alpha {fixed['alpha']:g}, {fixed['hops']} hops)"
+                ax.plot(purity, [r[name][metric] for r in rows], marker="o", label=label, color=colour)
         ax.set_xlabel("same-class edges (%)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(title)

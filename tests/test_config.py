@@ -81,5 +81,8 @@ def test_data_root_from_environment_and_cifar_parent(tmp_path: Path, monkeypatch
     monkeypatch.setenv("SSLGRAPH_DATA", str(tmp_path))
     assert resolve_data_root(load_config().data) == tmp_path / "cifar10"
     monkeypatch.delenv("SSLGRAPH_DATA")
+    monkeypatch.chdir(tmp_path)
+    # CIFAR-10 without a root: ./data, where it is downloaded when missing; other data sets need a root.
+    assert resolve_data_root(load_config().data, must_exist=False) == Path("data")
     with pytest.raises(ConfigError, match="SSLGRAPH_DATA"):
-        resolve_data_root(load_config().data)
+        resolve_data_root(load_config(overrides=["data.dataset=imagefolder"]).data)

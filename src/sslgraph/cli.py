@@ -9,15 +9,17 @@ training). ``--debug`` or ``SSLGRAPH_DEBUG=1`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import NoReturn
 
-from sslgraph.choices import ExportFeatures, options
+from sslgraph.choices import ExportEdges, ExportFeatures, options
 from sslgraph.config import DATA_ENV_VAR, PRESETS
-from sslgraph.errors import SSLGraphError
+from sslgraph.errors import Preempted, SSLGraphError
 
 DEBUG_ENV_VAR = "SSLGRAPH_DEBUG"
 
@@ -30,12 +32,22 @@ examples:
   sslgraph pretrain --preset cifar10 --data-root /data/cifar10 --out runs/c10 optim.epochs=150
   torchrun --nproc_per_node 2 -m sslgraph pretrain --preset cifar10-cpu --out runs/ddp
   sslgraph pretrain --preset cifar10-cpu --out runs/c10 --resume
+  sslgraph pretrain --preset cifar10-cpu --out runs/c10 --resume auto    (a job a scheduler may requeue)
   sslgraph refine --run runs/c10 refine.encoder=gat refine.num_layers=3
 
 The data root may also come from ${DATA_ENV_VAR}; for cifar10 it may be the folder holding cifar10/.
-Errors print one line and exit non-zero (2 configuration, 3 data, 4 run files); --debug or
-{DEBUG_ENV_VAR}=1 shows the traceback.
+Without a data root, cifar10 presets use ./data and download CIFAR-10 there when it is missing.
+key=value overrides may stand anywhere among the options.
+Errors print one line and exit non-zero (2 configuration, 3 data, 4 run files, checkpoints or disk); --debug or
+{DEBUG_ENV_VAR}=1 shows the traceback. SIGTERM or SIGUSR1 saves a checkpoint at the current step and exits
+with 128 + the signal's number (143 for SIGTERM); rerun the same command (pretrain: with --resume) to continue.
 """
+
+# Exit code of an operating-system error the user can fix (a full disk, a read-only folder): a run-file problem.
+OS_ERROR_EXIT = 4
+_USER_OS_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "operation not permitted", errno.EFBIG: "file too large"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,12 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "kNN/linear evaluation with pictures.")
     parser.add_argument("--debug", action="store_true", help=f"show tracebacks of user errors (or {DEBUG_ENV_VAR}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    # --debug is also read after the sub-command; SUPPRESS keeps the sub-parser from resetting the value above.
+    debug_option = {"action": "store_true", "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
 
     p = sub.add_parser("pretrain", help="stage A: DINO / AdaSim / graph pretraining (DDP with torchrun)",
                        description="Pretrain a backbone; with method.name=graph also keep and export the kNN graphs.")
     _add_config_options(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint (optimizer, schedules, RNG, banks, graphs)")
+    p.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"), default=None, metavar="auto",
+                   help="continue the run in --out from its checkpoint (optimizer, schedules, RNG, banks, graphs; "
+                        "mid-epoch when it was stopped there); an error when there is none. `--resume auto` "
+                        "continues when there is a checkpoint and starts afresh otherwise")
 
     p = sub.add_parser("export-graphs", help="write the teacher and student graphs again from a run's checkpoint",
                        description="Export the teacher and student kNN graphs as torch_geometric Data files.")
@@ -89,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", choices=options(ExportFeatures), default=None,
                    help="node features: bank (accumulated during training, as the reference) or clean (re-extracted "
                         "from clean images with the final networks); default: the run's method.export_features")
-    p.add_argument("--rebuild-edges", action="store_true", help="with clean features, rebuild the edges from them")
+    p.add_argument("--edges", choices=options(ExportEdges), default=None,
+                   help="rebuilt (a fresh kNN graph from the exported features) or fifo (the edges accumulated "
+                        "during training, as the reference); default: the run's method.export_edges")
     p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: the run's device)")
 
     p = sub.add_parser("refine", help="stage B: self-supervised GNN refinement over the two graphs")
@@ -108,7 +126,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
                    help="redo this stage and every stage after it")
+
+    p = sub.add_parser("ablate", help="the paper's ablation at equal budget: dino, adasim, graph without and with "
+                                      "refinement; one table and one bar chart",
+                       description="Pretrain dino, adasim and graph with the same seed and wall-clock budget "
+                                   "(ablate.budget_minutes, else optim.budget_minutes), evaluate each (graph also "
+                                   "refined), and write ablation.md, ablation.json and ablation.png into --out "
+                                   "(default: the preset's out_dir + '-ablation'). Finished runs are skipped, so "
+                                   "the same command resumes an interrupted ablation.")
+    _add_config_options(p)
+    for subparser in sub.choices.values():
+        subparser.add_argument("--debug", **debug_option)
     return parser
+
+
+def _resume_values(argv: list[str]) -> list[str]:
+    """``--resume`` takes an optional value; written as ``--resume=VALUE`` it can never swallow the ``key=value``
+    override that follows it (``--resume optim.epochs=5``)."""
+    out: list[str] = []
+    k = 0
+    while k < len(argv):
+        if argv[k] == "--resume":
+            given = k + 1 < len(argv) and argv[k + 1] in ("auto", "yes")
+            out.append(f"--resume={argv[k + 1] if given else 'yes'}")
+            k += 2 if given else 1
+        else:
+            out.append(argv[k])
+            k += 1
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may stand anywhere among the options (argparse alone
+    takes only the first contiguous run of them and reports the rest as unrecognised)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(_resume_values(list(sys.argv[1:] if argv is None else argv)))
+    if extra and hasattr(args, "overrides") and not any(item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def quiet_known_warnings() -> None:
@@ -121,22 +178,52 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_known_warnings()
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
+    from sslgraph.utils.preempt import stop_signals  # imports torch: not for --help
+
     try:
-        return _dispatch(args)
+        with stop_signals(), _run_lock(args):
+            return _dispatch(args)
+    except Preempted as err:
+        print(f"sslgraph: {_one_line(str(err))}", file=sys.stderr)
+        return err.exit_code
     except SSLGraphError as err:
         if debug:
             raise
-        message = " ".join(str(err).split("\n"))
-        print(f"sslgraph: error: {message}", file=sys.stderr)
+        print(f"sslgraph: error: {_one_line(str(err))}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        # A full disk, a quota or a read-only folder hit outside the project's own writers (TensorBoard, a
+        # library's cache): the user can fix it, so it is one line too. Any other OSError is unexpected.
+        if debug or err.errno not in _USER_OS_ERRORS:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"sslgraph: error: {_USER_OS_ERRORS[err.errno]}{where} ({err.strerror or err}); free space or "
+              f"choose a writable --out, then rerun the same command to continue", file=sys.stderr)
+        return OS_ERROR_EXIT
     except KeyboardInterrupt:
         print("sslgraph: interrupted; rerun the same command (with --resume for pretrain) to continue",
               file=sys.stderr)
         return 130
+
+
+def _run_lock(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """Commands on an existing run directory (``--run``) hold its lock, so they never write beside another
+    command; ``pretrain`` and ``run`` take the lock of ``--out`` themselves."""
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is None or not Path(run_dir).is_dir():
+        return nullcontext()  # a missing run directory is reported by the command itself
+    from sslgraph.run import RunDir
+    from sslgraph.run.lock import run_lock
+
+    return run_lock(RunDir(run_dir))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -150,13 +237,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in write_report(RunDir(args.run_dir)):
             print(path)
         return 0
+    if args.command == "ablate":
+        from sslgraph.run.ablate import run_ablation
+
+        cfg = load_settings(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
+                            data_root=args.data_root, out_dir=args.out_dir)
+        if args.out_dir is None:
+            cfg.out_dir = f"{cfg.out_dir}-ablation"
+        run_ablation(cfg)
+        return 0
     if args.command in ("pretrain", "run"):
         cfg = load_settings(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
                             data_root=args.data_root, out_dir=args.out_dir)
         if args.command == "pretrain":
             from sslgraph.run.pretrain import pretrain
 
-            pretrain(cfg, resume=args.resume)
+            pretrain(cfg, resume={None: False, "yes": True, "auto": "auto"}[args.resume])
         else:
             from sslgraph.run.pipeline import run_pipeline
 
@@ -167,7 +263,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.command == "export-graphs":
         overrides += [f"method.export_features={args.features}"] if args.features else []
-        overrides += ["method.export_rebuild_edges=true"] if args.rebuild_edges else []
+        overrides += [f"method.export_edges={args.edges}"] if args.edges else []
         overrides += [f"device={args.device}"] if args.device else []
     cfg = load_settings(run=run, overrides=overrides)
     device = resolve_device(cfg.device)

@@ -19,12 +19,17 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, CacheMode, Dataset, EdgeWeight,
-                              EncoderKind, ExportFeatures, JKMode, MethodName, NormKind, ObjectiveName, OptimizerName,
-                              Precision, PropagationNorm, RefineMode, RefineOutput)
+from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, BootstrapCandidates, CacheMode, Dataset,
+                              EdgeVariant, EdgeWeight, EncoderKind, ExportEdges, ExportFeatures, JKMode, MethodName,
+                              NormKind, ObjectiveName, OptimizerName, Precision, PropagationNorm, RefineMode,
+                              RefineOutput, SearchPrecision)
 from sslgraph.errors import ConfigError
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"
+# Where CIFAR-10 is looked for, and downloaded to, when neither data.root nor $SSLGRAPH_DATA is set.
+DEFAULT_DATA_ROOT = "data"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 
 @dataclass
@@ -32,7 +37,8 @@ class DataConfig:
     # "cifar10": a CIFAR-10 root in the torchvision layout (cifar-10-batches-py) or an image-folder tree;
     # "imagefolder": ROOT/<train_split>/<class>/* and ROOT/<test_split>/<class>/*.
     dataset: Dataset = "cifar10"
-    # Data root; when unset, $SSLGRAPH_DATA (for cifar10, also $SSLGRAPH_DATA/cifar10) is used.
+    # Data root; when unset, $SSLGRAPH_DATA (for cifar10, also $SSLGRAPH_DATA/cifar10) is used, and for cifar10
+    # without either, ./data (where CIFAR-10 is downloaded when missing).
     root: Optional[str] = None
     train_split: str = "train"
     # Held-out split; "auto" picks "test" or else "val", whichever exists.
@@ -49,10 +55,14 @@ class DataConfig:
     cache_max_images: int = 200_000
     # Where decoded caches are stored (None: <root>/.sslgraph_cache, falling back to ~/.cache/sslgraph).
     cache_dir: Optional[str] = None
-    # Skip unreadable images (counted and logged) instead of stopping with an error.
+    # Skip unreadable images and empty class folders (counted and logged) instead of stopping with an error.
     skip_corrupt: bool = False
-    # Download CIFAR-10 with torchvision when it is absent and the machine is online.
+    # Download CIFAR-10 with torchvision when it is absent from an explicitly given data.root (the default folder,
+    # ./data or $SSLGRAPH_DATA, is downloaded into whenever CIFAR-10 is missing).
     download: bool = False
+    # The CIFAR-10 python archive and its MD5 (a mirror may be given; null md5 skips the check).
+    download_url: str = CIFAR10_URL
+    download_md5: Optional[str] = CIFAR10_MD5
     num_workers: int = 2
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
@@ -127,6 +137,9 @@ class OptimConfig:
     # Train for this many minutes of training steps instead of optim.epochs: the first steps are timed and the
     # schedules are laid over the number of steps that fit (stored in the checkpoint, so a resume is exact).
     budget_minutes: Optional[float] = None
+    # Also checkpoint in the middle of an epoch once this many minutes passed since the last checkpoint, so a
+    # kill without warning (kill -9, a lost node) costs at most that much work (null: only at epoch ends).
+    checkpoint_every_minutes: Optional[float] = 20.0
 
 
 @dataclass
@@ -141,9 +154,15 @@ class MethodConfig:
     # E: edges added per visit to the nearest non-self neighbours (needs topk >= E + 1).
     edges_per_node: int = 5
     sampling_temperature: float = 0.001
+    # Candidates of the AdaSim partner draw: "topk" (the reference's: the best `topk` of the window vote) or
+    # "window" (every distinct index of the last V top-k lists, up to topk * V).
+    bootstrap_candidates: BootstrapCandidates = "topk"
     # "exact" (chunked matrix product) or "faiss".
     bank_backend: BankBackend = "exact"
     bank_chunk_size: int = 65_536
+    # The bank search's product: "fp32", or "bf16" (2-3x faster where the hardware has it) whose top candidates
+    # are re-scored exactly in float32; "auto": bf16 on CUDA and on CPUs with native bf16 products.
+    bank_search_precision: SearchPrecision = "auto"
     # Fill the banks with one embedding pass before training so epoch 0 does not rank against zeros.
     init_bank_pass: bool = True
     # Also build the held-out graph every N epochs for monitoring (0: only in the last V epochs, which the
@@ -151,8 +170,9 @@ class MethodConfig:
     test_graph_every: int = 1
     # Exported node features: "bank" (epoch-accumulated, as the reference) or "clean" (re-extracted).
     export_features: ExportFeatures = "clean"
-    # With clean features: rebuild the edges from them instead of keeping the accumulated FIFO.
-    export_rebuild_edges: bool = False
+    # "rebuilt": a fresh kNN graph from the exported features (default); "fifo": the edges accumulated over
+    # the last V visits during training, as the reference exports them.
+    export_edges: ExportEdges = "rebuilt"
     # Edge weight in the export: "multiplicity" (visits in which the edge appeared) or "similarity".
     export_edge_weight: EdgeWeight = "multiplicity"
 
@@ -167,6 +187,9 @@ class MonitorConfig:
     # Embed at most this many training images for the monitor (None: all).
     knn_train_subset: Optional[int] = None
     eval_batch_size: int = 512
+    # Steps between the loop's reads of on-device values (the non-finite-loss check, the progress bar's loss):
+    # each read waits for the device, so a GPU step never does. log.jsonl keeps one record per epoch.
+    log_every: int = 50
 
 
 @dataclass
@@ -196,6 +219,9 @@ class RefineConfig:
     # Reproduce the reference's reversed edge direction (held-out nodes then receive no messages).
     faithful: bool = False
     use_edge_weight: bool = True
+    # Edges read by the refinement, derived from the exported pair without labels: "exported", "mutual",
+    # "union" or "intersection" of the teacher and student graphs (see sslgraph.graph.edges.edge_variant).
+    edges: EdgeVariant = "exported"
     # "auto": full batch when the graph has at most full_batch_max_nodes nodes, else neighbour-sampled.
     batching: Batching = "auto"
     full_batch_max_nodes: int = 300_000
@@ -204,6 +230,9 @@ class RefineConfig:
     # Embeddings written: "concat" [E(v1); E(v2)], "teacher", "student", "mean".
     output: RefineOutput = "concat"
     seed: int = 0
+    # Refinements run with seeds seed, seed + 1, ...: the first gives the run's refined features, all of them
+    # the spread in metrics.json (extra seeds are kept in refined.pt in float16).
+    seeds: int = 1
     # Self term: share of a node's own (initial) feature put back at every hop, in [0, 1). Propagation
     # (encoder=appnp, and the baseline beside every trained GNN) uses it as APPNP's teleport; the GNN encoders
     # mix it into every layer's output. None: propagation picks (alpha, hops) without labels
@@ -265,6 +294,13 @@ class VizConfig:
 
 
 @dataclass
+class AblateConfig:
+    # `sslgraph ablate`: minutes of training steps per pretraining (dino, adasim, graph), the same for every
+    # row (None: the preset's optim.budget_minutes, or optim.epochs when that is unset too).
+    budget_minutes: Optional[float] = None
+
+
+@dataclass
 class Config:
     seed: int = 0
     # Device: "auto" (cuda when available), "cpu", "cuda".
@@ -279,6 +315,7 @@ class Config:
     refine: RefineConfig = field(default_factory=RefineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     viz: VizConfig = field(default_factory=VizConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
 
 
 PRESETS = ("cifar10-cpu", "cifar10", "imagenet100", "imagenet1k")
@@ -365,15 +402,23 @@ def _describe_omegaconf_error(err: OmegaConfBaseException) -> str:
     return msg
 
 
-def resolve_data_root(cfg: DataConfig) -> Path:
-    """The data root from the config or $SSLGRAPH_DATA; a CIFAR-10 root may be the parent holding cifar10/."""
+def data_root_given(cfg: DataConfig) -> bool:
+    """Whether the user named the data root (``data.root``/``--data-root``), rather than it being the default."""
+    return bool(cfg.root)
+
+
+def resolve_data_root(cfg: DataConfig, *, must_exist: bool = True) -> Path:
+    """The data root from the config or $SSLGRAPH_DATA, for CIFAR-10 else ./data; a CIFAR-10 root may be the
+    parent holding cifar10/."""
     root = cfg.root or os.environ.get(DATA_ENV_VAR)
     if not root:
-        raise ConfigError(f"data.root: no data root given; pass --data-root PATH or set ${DATA_ENV_VAR}")
+        if cfg.dataset != "cifar10":
+            raise ConfigError(f"data.root: no data root given; pass --data-root PATH or set ${DATA_ENV_VAR}")
+        root = DEFAULT_DATA_ROOT
     path = Path(root).expanduser()
     if cfg.dataset == "cifar10" and not _looks_like_cifar_root(path) and _looks_like_cifar_root(path / "cifar10"):
         path = path / "cifar10"
-    if not path.exists():
+    if must_exist and not path.exists():
         raise ConfigError(f"data.root: directory does not exist: {path}")
     return path
 
@@ -409,6 +454,7 @@ def validate(cfg: Config) -> None:
            f"must be auto, cpu or cuda[:N], got {cfg.device!r}")
     _check(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
     _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    _check(bool(d.download_url), "data.download_url", "must not be empty")
     for key, val in (("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)):
         _check(val is None or val > 0, key, f"must be positive or null, got {val}")
     _check(len(d.mean) == 3 and len(d.std) == 3 and all(s > 0 for s in d.std), "data.mean/data.std",
@@ -437,6 +483,8 @@ def validate(cfg: Config) -> None:
            f"must be in [0, optim.epochs={o.epochs}], got {o.warmup_epochs}")
     _check(o.weight_decay >= 0 and o.weight_decay_end >= 0, "optim.weight_decay", "must be >= 0")
     _check(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
+    _check(o.checkpoint_every_minutes is None or o.checkpoint_every_minutes > 0, "optim.checkpoint_every_minutes",
+           f"must be positive or null, got {o.checkpoint_every_minutes}")
     _check(0 <= o.momentum_teacher < 1, "optim.momentum_teacher", f"must be in [0, 1), got {o.momentum_teacher}")
     for name in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
         _check(getattr(o, name) > 0, f"optim.{name}", f"must be > 0, got {getattr(o, name)}")
@@ -453,6 +501,9 @@ def validate(cfg: Config) -> None:
     _check(mo.knn_every >= 0, "monitor.knn_every", f"must be >= 0, got {mo.knn_every}")
     _check(mo.knn_k >= 1, "monitor.knn_k", f"must be >= 1, got {mo.knn_k}")
     _check(mo.knn_temperature > 0, "monitor.knn_temperature", f"must be > 0, got {mo.knn_temperature}")
+    _check(mo.log_every >= 1, "monitor.log_every", f"must be >= 1, got {mo.log_every}")
+    _check(cfg.ablate.budget_minutes is None or cfg.ablate.budget_minutes > 0, "ablate.budget_minutes",
+           f"must be positive or null, got {cfg.ablate.budget_minutes}")
 
     _check(r.num_layers >= 1, "refine.num_layers", f"must be >= 1, got {r.num_layers}")
     _check(r.hidden_dim >= 1, "refine.hidden_dim", f"must be >= 1, got {r.hidden_dim}")
@@ -460,6 +511,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= r.feature_mask < 1, "refine.feature_mask", f"must be in [0, 1), got {r.feature_mask}")
     _check(0 <= r.ema < 1, "refine.ema", f"must be in [0, 1), got {r.ema}")
     _check(r.epochs >= 1, "refine.epochs", f"must be >= 1, got {r.epochs}")
+    _check(r.seeds >= 1, "refine.seeds", f"must be >= 1, got {r.seeds}")
     _check(r.lr > 0, "refine.lr", f"must be > 0, got {r.lr}")
     _check(r.alpha is None or 0 <= r.alpha <= 1, "refine.alpha", f"must be in [0, 1] or null, got {r.alpha}")
     _check(r.hops is None or r.hops >= 0, "refine.hops", f"must be >= 0 or null, got {r.hops}")

@@ -71,8 +71,13 @@ def test_node_features_match_direct_evaluation():
         assert sets["refined"]["logistic_regression"]["protocol"][key] == \
             sets["raw"]["logistic_regression"]["protocol"][key], key
     assert "logistic_regression" not in sets["teacher"]
-    assert set(result["graphs"]) == {"teacher", "student"}
+    assert set(result["graphs"]) == {"teacher", "student", "edge_variants"}
     assert result["graphs"]["teacher"]["nodes"] == NUM_TRAIN + NUM_TEST
+    variants = result["graphs"]["edge_variants"]
+    assert set(variants) == {"exported", "mutual", "union", "intersection"}
+    for stream in ("teacher", "student"):  # the exported variant is the graph's own training-edge purity
+        assert variants["exported"][stream] == result["graphs"][stream]["train_to_train"]
+    assert variants["union"]["teacher"]["edges"] >= variants["intersection"]["teacher"]["edges"]
     assert result["knn_protocol"]["ks"] == [1, 5, 100]
     # the parameter-free baseline is measured on the same nodes with the same probe
     assert sets["propagated"]["dim"] == raw.shape[1] and "logistic_regression" in sets["propagated"]
@@ -124,3 +129,23 @@ def test_backbones_on_a_tiny_image_folder(tmp_path):
                                 test_set=build_dataset(cfg.data, "test"), cfg=cfg, device=CPU, progress=False)
     assert "linear_probe" not in result["feature_sets"]["teacher"] and "backbone_probe" in result[
         "linear_probe_skipped"]
+
+
+def test_refinement_seed_spread_reuses_identical_seeds_and_measures_others():
+    teacher, student, refined = node_graphs()
+    cfg = _config()
+    other = refined + torch.randn(refined.shape, generator=torch.Generator().manual_seed(9))
+    result = evaluate_node_features(teacher, student, refined=refined, cfg=cfg, device=CPU,
+                                    refined_seeds={1: refined.half(), 2: other.half()})
+    first = result["feature_sets"]["refined"]
+    spread = first["refinement_seeds"]
+    assert spread["seeds"] == [cfg.refine.seed, 1, 2] and spread["identical_to_first"] == 1
+    y, train = teacher.y, teacher.train_mask
+    expected = knn_accuracy(other.half().float()[train], y[train], other.half().float()[~train], y[~train],
+                            ks=[1, 5, 100])
+    for k, value in expected.items():
+        values = spread["knn"][str(k)]["values"]
+        assert values == [first["knn"][str(k)], first["knn"][str(k)], value]
+        assert spread["knn"][str(k)]["mean"] == pytest.approx(sum(values) / 3)
+    probe = spread["logistic_regression"]
+    assert probe["values"][:2] == [first["logistic_regression"]["mean"]] * 2 and len(probe["values"]) == 3

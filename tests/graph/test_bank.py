@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslgraph.graph.bank import MemoryBank, last_occurrence, topk_cosine
+from sslgraph.graph.bank import (MemoryBank, last_occurrence, resolve_search_precision, topk_cosine,
+                                 topk_cosine_rescored)
 
 
 def brute_topk(queries, keys, k):
@@ -164,3 +165,51 @@ def test_bank_moves_with_to():
 def test_bank_memory_accounting():
     bank = make_bank(num_samples=10, dim=8, topk=3, vote_window=4)
     assert bank.nbytes == 10 * MemoryBank.bytes_per_sample(dim=8, topk=3, vote_window=4)
+
+
+def test_rescored_search_equals_exact_when_candidates_cover_the_true_top_k():
+    gen = torch.Generator().manual_seed(1)
+    queries = F.normalize(torch.randn(16, 32, generator=gen), dim=1)
+    keys = F.normalize(torch.randn(300, 32, generator=gen), dim=1)
+    ref_values, ref_indices = brute_topk(queries, keys, 5)
+    for chunk_size in (7, 64, 1000):
+        values, indices = topk_cosine_rescored(queries, keys, keys.bfloat16(), 5, candidates=40, chunk_size=chunk_size)
+        assert torch.equal(indices, ref_indices)
+        torch.testing.assert_close(values, ref_values)  # re-scored in float32, not bfloat16
+
+
+def test_rescored_search_breaks_exact_ties_towards_lower_index():
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    values, indices = topk_cosine_rescored(torch.tensor([[1.0, 0.0]]), keys, keys.bfloat16(), 2, candidates=4)
+    assert indices.tolist() == [[0, 2]] and values.tolist() == [[1.0, 1.0]]
+
+
+def test_bf16_bank_keeps_its_search_copy_in_step_with_the_features():
+    gen = torch.Generator().manual_seed(2)
+    feats = F.normalize(torch.randn(50, 8, generator=gen), dim=1)
+    bank = MemoryBank(50, 8, topk=4, vote_window=0, search_precision="bf16")
+    exact = MemoryBank(50, 8, topk=4, vote_window=0, search_precision="fp32")
+    assert exact.search_features is None
+    for b in (bank, exact):
+        b.fill(feats)
+    new = F.normalize(torch.randn(3, 8, generator=gen), dim=1)
+    sim, idx = bank.search(new)
+    bank.update(torch.tensor([4, 9, 4]), new, sim, idx)
+    exact.update(torch.tensor([4, 9, 4]), new, sim, idx)
+    assert torch.equal(bank.search_features, bank.features.bfloat16())
+    assert torch.equal(bank.search(feats)[1], exact.search(feats)[1])
+    # the copy is not saved, and is rebuilt from the loaded features
+    state = bank.state_dict()
+    assert "search_features" not in state
+    fresh = MemoryBank(50, 8, topk=4, vote_window=0, search_precision="bf16")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.search_features, bank.search_features)
+
+
+def test_search_precision_auto_resolves_per_device():
+    assert resolve_search_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_search_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_search_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_search_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="bank search precision"):
+        resolve_search_precision("fp8", torch.device("cpu"))

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from sslgraph.graph.edges import combine_edges, mutual_edges, same_class_share, similarity_weights
+from torch_geometric.data import Data
+
+from sslgraph.graph.edges import combine_edges, edge_variant, mutual_edges, same_class_share, similarity_weights
 
 
 def _pairs(edge_index, weight):
@@ -32,3 +34,43 @@ def test_similarity_weights_and_purity():
     assert same_class_share(edges, torch.tensor([0, 0, 1])) == 0.5
     with pytest.raises(ValueError):
         similarity_weights(edges, x, min_weight=0.0)
+
+
+def _pair():
+    x = torch.arange(8.0).view(4, 2)
+    masks = {"train_mask": torch.tensor([True, True, True, False]),
+             "test_mask": torch.tensor([False, False, False, True]),
+             "y": torch.tensor([0, 0, 1, 0])}
+    teacher = Data(x=x, edge_index=torch.tensor([[1, 0, 2, 1], [0, 1, 0, 3]]), edge_weight=torch.ones(4), **masks)
+    student = Data(x=x + 1, edge_index=torch.tensor([[1, 2, 0], [0, 1, 3]]), edge_weight=torch.ones(3), **masks)
+    return teacher, student
+
+
+def test_edge_variant_exported_is_the_pair_itself():
+    teacher, student = _pair()
+    assert edge_variant(teacher, student, "exported") == (teacher, student)
+
+
+def test_edge_variant_mutual_filters_each_stream_and_keeps_features():
+    teacher, student = _pair()
+    t, s = edge_variant(teacher, student, "mutual")
+    assert _pairs(t.edge_index, t.edge_weight) == {(1, 0): 1.0, (0, 1): 1.0, (1, 3): 1.0}
+    assert _pairs(s.edge_index, s.edge_weight) == {(0, 3): 1.0}
+    assert t.x is teacher.x and s.x is student.x and torch.equal(t.y, teacher.y)
+    assert teacher.edge_index.shape[1] == 4  # the input is left alone
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("union", {(1, 0): 2.0, (0, 1): 1.0, (2, 0): 1.0, (1, 3): 1.0, (2, 1): 1.0, (0, 3): 1.0}),
+    ("intersection", {(1, 0): 2.0}),
+])
+def test_edge_variant_union_and_intersection_share_one_edge_set(how, expected):
+    teacher, student = _pair()
+    t, s = edge_variant(teacher, student, how)
+    assert _pairs(t.edge_index, t.edge_weight) == expected
+    assert torch.equal(t.edge_index, s.edge_index) and s.x is student.x
+
+
+def test_edge_variant_rejects_unknown_names():
+    with pytest.raises(ValueError, match="refine.edges"):
+        edge_variant(*_pair(), "random")

@@ -108,8 +108,8 @@ def test_edge_same_class_counts_filled_slots_with_multiplicity():
 
 
 @pytest.mark.parametrize("features", ["bank", "clean"])
-def test_train_end_saves_both_streams(tmp_path, features):
-    method, ctx = build(make_cfg(export_features=features))
+def test_train_end_saves_both_streams_fifo_edges(tmp_path, features):
+    method, ctx = build(make_cfg(export_features=features, export_edges="fifo"))
     method.on_train_start(ctx)
     for epoch in range(3):
         run_epoch(method, ctx, epoch)
@@ -132,7 +132,7 @@ def test_train_end_saves_both_streams(tmp_path, features):
 
 
 def test_export_with_rebuilt_edges(tmp_path):
-    method, ctx = build(make_cfg(export_features="clean", export_rebuild_edges=True, test_graph_every=0))
+    method, ctx = build(make_cfg(export_features="clean", export_edges="rebuilt", test_graph_every=0))
     method.on_train_start(ctx)
     run_epoch(method, ctx, 0)
     data = method.build_graphs(ctx)["teacher"]

@@ -107,3 +107,25 @@ def test_backbones_come_from_the_checkpoint(tmp_path: Path) -> None:
     backbones = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
     assert backbones["splits"] == {"train": 8, "test": 4}
     assert backbones["feature_sets"]["teacher"]["knn"] == backbones["feature_sets"]["student"]["knn"]
+
+
+def test_parameter_free_refinement_is_reused_as_the_propagation_baseline(tmp_path: Path) -> None:
+    cfg = _config()
+    cfg.refine.encoder = "appnp"
+    run = _node_run(tmp_path, refined=False)
+    graphs = run.read_graphs()
+    from sslgraph.refine.train import propagate_graphs
+
+    propagated = propagate_graphs(graphs["teacher"], graphs["student"], cfg.refine)
+    save_refined(run.refined, embeddings=propagated.embeddings, reference=graphs["teacher"],
+                 gnn_state={"alpha": torch.tensor(propagated.alpha), "hops": torch.tensor(propagated.hops)},
+                 refine_config=to_dict(cfg)["refine"])
+    nodes = evaluate_run(run, cfg, device=CPU, progress=False)["nodes"]
+    assert nodes["propagation"]["source"].startswith("the refined embeddings")
+    assert nodes["propagation"]["alpha"] == propagated.alpha and nodes["propagation"]["hops"] == propagated.hops
+    sets = nodes["feature_sets"]
+    assert sets["refined"] == sets["propagated"]
+    # other refine settings than the refined file's: the baseline is propagated afresh
+    cfg.refine.symmetrise = not cfg.refine.symmetrise
+    nodes = evaluate_run(run, cfg, device=CPU, progress=False)["nodes"]
+    assert "source" not in nodes["propagation"]

@@ -32,9 +32,11 @@ def test_report_from_run_files(run):
     md = md_path.read_text()
     assert f"# sslgraph run: {run.root.name}" in md
     assert "| nodes: raw [teacher; student] | 384 | 57.75 |" in md
-    assert "| stage pretrain | 3.2 s |" in md and "final refinement loss" in md
+    assert "| stage pretrain | 3.25 s |" in md and "final refinement loss" in md
     assert "| model.backbone | vit_tiny |" in md
-    assert "![embedding tsne](figures/embedding_tsne.png)" in md
+    assert "![t-SNE of the held-out nodes' features" in md and "(figures/embedding_tsne.png)" in md
+    assert md.index("## Headline") < md.index("## Configuration")
+    assert not run.figure("degree_histograms").exists()  # no graph statistics, no degree figure
     assert "data:image/png;base64," in html_path.read_text()
 
 
@@ -43,3 +45,21 @@ def test_report_of_an_empty_or_missing_directory(tmp_path):
     assert "No metrics yet" in md_path.read_text()
     with pytest.raises(ConfigError, match="no such run directory"):
         write_report(RunDir(tmp_path / "missing"))
+
+
+def test_report_draws_the_degree_histograms_from_the_metrics(run):
+    metrics = json.loads(run.metrics.read_text())
+    metrics["nodes"]["graphs"] = {
+        stream: {"nodes": 60, "edges": 700, "train_to_train": {"edges": 650, "same_class_share": share},
+                 "in_degree_train": {"min": 9, "mean": 9.9, "max": 10, "histogram": [0] * 9 + [5, 45]},
+                 "in_degree_test": {"min": 5, "mean": 5.0, "max": 5, "histogram": [0, 0, 0, 0, 0, 10]}}
+        for stream, share in (("teacher", 0.24531334555646198), ("student", 0.2426763231796622))}
+    run.metrics.write_text(json.dumps(metrics))
+    md_path, _ = write_report(run)
+    assert run.figure("degree_histograms").stat().st_size > 5_000
+    md = md_path.read_text()
+    graph_section = md[md.index("## Graph statistics"):md.index("## All metrics")]
+    assert "![In-degree of the training and test nodes in each graph](figures/degree_histograms.png)" in graph_section
+    assert "0, 0, 0" not in graph_section and "| edges training -> training: same-class share | 24.5 % | 24.3 % |" \
+        in graph_section
+    assert "teacher 24.5 %, student 24.3 %" in md[:md.index("## Backbone results")]

@@ -8,6 +8,7 @@ graph statistics). The run layer (:mod:`sslgraph.run.evaluate`) loads a run's fi
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from torch_geometric.data import Data
 from sslgraph.config import Config
 from sslgraph.data import EvalDataset, ImageDataset, eval_transform
 from sslgraph.eval.features import extract_features
-from sslgraph.eval.graph_stats import graph_statistics
+from sslgraph.eval.graph_stats import edge_variant_purity, graph_statistics
 from sslgraph.eval.knn import knn_accuracy
 from sslgraph.eval.linear import linear_probe, logistic_regression_probe, reference_logistic_probe
 from sslgraph.models.backbones import Backbone
@@ -98,10 +99,15 @@ def evaluate_backbones(teacher: Backbone, student: Backbone, *, train_set: Image
 
 
 def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | None, cfg: Config,
-                           device: torch.device) -> dict[str, Any]:
+                           device: torch.device, refined_seeds: dict[int, Tensor] | None = None,
+                           refined_propagation: dict[str, Any] | None = None) -> dict[str, Any]:
     """kNN and logistic regression on the graph nodes: raw [teacher; student] features vs ``refined`` embeddings
     (rows in node order; None: raw features only). The graphs must describe the same nodes
-    (:func:`sslgraph.graph.schema.check_graph_pair`)."""
+    (:func:`sslgraph.graph.schema.check_graph_pair`). ``refined_seeds`` (other refinement seeds' embeddings)
+    add the spread over refinement seeds under ``feature_sets.refined.refinement_seeds``.
+    ``refined_propagation`` (``{"alpha", "hops"}``) says that ``refined`` *is* the parameter-free propagation
+    under the current refine settings: the baseline then reuses it (and its measurements) instead of
+    propagating and measuring the same features again."""
     y = teacher.y.to(device=device, dtype=torch.long)
     train_mask = teacher.train_mask.to(device=device, dtype=torch.bool)
     test_mask = teacher.test_mask.to(device=device, dtype=torch.bool)
@@ -116,7 +122,14 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
         "num_classes": int(y.max().item()) + 1,
         "knn_protocol": knn_protocol(cfg, train="training nodes", test="held-out nodes"),
     }
-    if cfg.eval.propagation_baseline:
+    if cfg.eval.propagation_baseline and refined is not None and refined_propagation is not None:
+        feature_sets["propagated"] = refined
+        result["propagation"] = {"alpha": float(refined_propagation["alpha"]),
+                                 "hops": int(refined_propagation["hops"]), "selection": None,
+                                 "normalization": cfg.refine.propagation_norm, "symmetrise": cfg.refine.symmetrise,
+                                 "edges": cfg.refine.edges, "seconds": 0.0,
+                                 "source": "the refined embeddings (refine.encoder is parameter-free)"}
+    elif cfg.eval.propagation_baseline:
         # The parameter-free baseline every trained refinement is measured against (no labels used).
         started = time.perf_counter()
         propagated = propagate_graphs(teacher, student, cfg.refine)
@@ -124,6 +137,7 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
         result["propagation"] = {"alpha": propagated.alpha, "hops": propagated.hops,
                                  "selection": propagated.selection,
                                  "normalization": cfg.refine.propagation_norm, "symmetrise": cfg.refine.symmetrise,
+                                 "edges": cfg.refine.edges,
                                  "seconds": round(time.perf_counter() - started, 3)}
     if refined is not None:
         feature_sets["refined"] = refined
@@ -131,6 +145,9 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
     probed = ("raw", "propagated", "refined")
     result["feature_sets"] = {}
     for name, feats in feature_sets.items():
+        if name == "refined" and feature_sets.get("propagated") is feats:
+            result["feature_sets"][name] = copy.deepcopy(result["feature_sets"]["propagated"])
+            continue
         x = feats.to(device=device, dtype=torch.float32)
         entry: dict[str, Any] = {"dim": int(x.shape[1]), "knn": _knn(x[train_mask], y[train_mask], x[test_mask],
                                                                        y[test_mask], cfg)}
@@ -144,9 +161,45 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
                     x, y, train_mask, test_mask, seeds=cfg.eval.probe_seeds, device=device)
             entry["collapse"] = collapse_stats(x, seed=cfg.seed)
         result["feature_sets"][name] = entry
+    if refined is not None and refined_seeds:
+        result["feature_sets"]["refined"]["refinement_seeds"] = _seed_spread(
+            result["feature_sets"]["refined"], refined, refined_seeds, y=y, train_mask=train_mask,
+            test_mask=test_mask, cfg=cfg, device=device)
     result["graphs"] = {stream: graph_statistics(graph) for stream, graph in (("teacher", teacher),
                                                                                ("student", student))}
+    result["graphs"]["edge_variants"] = edge_variant_purity(teacher, student)
     return result
+
+
+def _seed_spread(first: dict[str, Any], refined: Tensor, others: dict[int, Tensor], *, y: Tensor,
+                 train_mask: Tensor, test_mask: Tensor, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """kNN and probe accuracy per refinement seed, with mean and population std over seeds. A seed whose
+    embeddings equal the first seed's (a deterministic refinement) reuses its numbers instead of re-measuring."""
+    knn = {k: [v] for k, v in first["knn"].items()}
+    probe = [first["logistic_regression"]["mean"]]
+    seeds, identical = [cfg.refine.seed], 0
+    reference = refined.to(torch.float16)
+    for seed, emb in sorted(others.items()):
+        seeds.append(int(seed))
+        if torch.equal(emb.to(torch.float16), reference):
+            identical += 1
+            for k, v in first["knn"].items():
+                knn[k].append(v)
+            probe.append(probe[0])
+            continue
+        x = emb.to(device=device, dtype=torch.float32)
+        for k, v in _knn(x[train_mask], y[train_mask], x[test_mask], y[test_mask], cfg).items():
+            knn[k].append(v)
+        probe.append(logistic_regression_probe(
+            x, y, train_mask, test_mask, lr=cfg.eval.probe_lr, steps=cfg.eval.probe_steps, seeds=cfg.eval.probe_seeds,
+            tol=cfg.eval.probe_tol, patience=cfg.eval.probe_patience, device=device)["mean"])
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        t = torch.tensor(values, dtype=torch.float64)
+        return {"mean": float(t.mean()), "std": float(t.std(unbiased=False)), "values": values}
+
+    return {"seeds": seeds, "identical_to_first": identical, "knn": {k: spread(v) for k, v in knn.items()},
+            "logistic_regression": spread(probe)}
 
 
 def json_safe(value: Any) -> Any:

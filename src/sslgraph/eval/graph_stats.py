@@ -16,6 +16,9 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 from torch_geometric.data import Data
 
+from sslgraph.choices import EdgeVariant, options
+from sslgraph.graph.edges import edge_variant
+
 
 def _degree_summary(degree: Tensor) -> dict[str, Any]:
     if degree.numel() == 0:
@@ -68,3 +71,17 @@ def graph_statistics(data: Data) -> dict[str, Any]:
         "components": int(num_components),
         "largest_component": int(sizes.max()),
     }
+
+
+def edge_variant_purity(teacher: Data, student: Data) -> dict[str, dict[str, dict[str, Any]]]:
+    """Same-class share of the training edges of every label-free edge variant (``refine.edges``), per stream:
+    ``{variant: {stream: {"edges", "same_class", "same_class_share"}}}``. Labels are read here only."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant in options(EdgeVariant):
+        pair = edge_variant(teacher, student, variant)
+        out[variant] = {}
+        for stream, graph in zip(("teacher", "student"), pair):
+            source, target = graph.edge_index.cpu().long()
+            train_mask = graph.train_mask.cpu().bool()
+            out[variant][stream] = _same_class(graph.y.cpu(), source, target, train_mask[source] & train_mask[target])
+    return out

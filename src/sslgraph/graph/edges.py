@@ -7,6 +7,7 @@ All functions take and return PyG ``[source, target]`` edge lists in the export'
   other's neighbours); edges into held-out nodes cannot be mutual and are kept.
 - :func:`combine_edges` is the union (weights added) or the intersection (weights added, pairs present in
   both) of two graphs over the same nodes, e.g. the teacher and the student graph.
+- :func:`edge_variant` applies one of these to a teacher/student pair of ``Data`` (what ``refine.edges`` picks).
 - :func:`similarity_weights` replaces the weights by the cosine similarity of the two end points' features,
   clamped at ``min_weight`` so an edge never carries a negative or zero weight.
 """
@@ -16,6 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.data import Data
+
+from sslgraph.choices import EdgeVariant, check_option
 
 
 def _keys(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -83,3 +87,25 @@ def same_class_share(edge_index: Tensor, y: Tensor) -> float:
     if edge_index.shape[1] == 0:
         return float("nan")
     return float((y[edge_index[0]] == y[edge_index[1]]).float().mean())
+
+
+def edge_variant(teacher: Data, student: Data, variant: EdgeVariant) -> tuple[Data, Data]:
+    """The pair with its edges replaced by ``variant`` (features, labels and masks shared, not copied):
+    ``exported`` returns the pair itself, ``mutual`` filters each graph on its own, ``union`` and
+    ``intersection`` give both streams the same combined edge set."""
+    check_option(EdgeVariant, variant, name="refine.edges")
+    if variant == "exported":
+        return teacher, student
+    num_nodes, num_train = teacher.num_nodes, int(teacher.train_mask.sum())
+    pair = [(g.edge_index, getattr(g, "edge_weight", None)) for g in (teacher, student)]
+    if variant == "mutual":
+        edges = [mutual_edges(*e, num_train, num_nodes) for e in pair]
+    else:
+        combined = combine_edges(pair[0], pair[1], num_nodes, how=variant)
+        edges = [combined, combined]
+    out = []
+    for graph, (edge_index, weight) in zip((teacher, student), edges):
+        copy = Data(**dict(graph.items()))  # a shallow copy: node tensors are shared
+        copy.edge_index, copy.edge_weight = edge_index, weight
+        out.append(copy)
+    return out[0], out[1]

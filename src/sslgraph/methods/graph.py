@@ -116,7 +116,7 @@ class GraphMethod(AdaSim):
         graphs: dict[Stream, Data] = {}
         for stream in STREAMS:
             # Bank features need the latest held-out pass; accumulated edges need a held-out graph at all.
-            needs_test_pass = me.export_features == "bank" or not me.export_rebuild_edges
+            needs_test_pass = me.export_features == "bank" or me.export_edges == "fifo"
             if needs_test_pass and self.test_features[stream] is None:
                 self.visit_test(ctx, stream)
             if me.export_features == "clean":
@@ -125,7 +125,7 @@ class GraphMethod(AdaSim):
                 train_x, test_x = self.banks[stream].features, self.test_features[stream]
             train_x, test_x = train_x.to(self.device), test_x.to(self.device)
             train_graph, test_graph = self.train_graphs[stream], self.test_graphs[stream]
-            if me.export_rebuild_edges:
+            if me.export_edges == "rebuilt":
                 train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
                                                         k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size)
             graphs[stream] = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph,

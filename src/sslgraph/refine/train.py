@@ -33,12 +33,14 @@ from torch_geometric.utils import subgraph
 
 from sslgraph.choices import RefineOutput, check_option
 from sslgraph.config import RefineConfig
-from sslgraph.errors import GraphFileError, RefineError
+from sslgraph.errors import GraphFileError, Preempted, RefineError
+from sslgraph.graph.edges import edge_variant
 from sslgraph.graph.schema import check_graph_pair
 from sslgraph.refine.byol import GraphBYOL, GraphView
 from sslgraph.refine.collapse import collapse_stats
 from sslgraph.refine.encoders import PARAMETER_FREE_KINDS, GNNEncoder
 from sslgraph.refine.propagate import appnp, propagation_matrix, select_alpha
+from sslgraph.utils import preempt
 from sslgraph.utils.io import append_jsonl, atomic_save, read_jsonl, safe_load, write_jsonl
 from sslgraph.utils.misc import progress as progress_bar
 from sslgraph.utils.misc import rng_state, seed_everything, set_rng_state
@@ -199,6 +201,7 @@ def propagate_graphs(teacher: Data, student: Data, cfg: RefineConfig) -> Propaga
     no labels: the masks only say which nodes are training nodes."""
     validate_graphs(teacher, student)
     check_option(RefineOutput, cfg.output, name="refine.output")
+    teacher, student = edge_variant(teacher, student, cfg.edges)
     views = _propagation_views(teacher, student, cfg)
     num_train = int(teacher.train_mask.sum())
     selection = None
@@ -349,6 +352,7 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
                             num_train=int(teacher.train_mask.sum()), losses=[],
                             state_dict={"alpha": torch.tensor(propagated.alpha),
                                         "hops": torch.tensor(propagated.hops)})
+    teacher, student = edge_variant(teacher, student, cfg.edges)
     device = torch.device(device)
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -405,10 +409,15 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
             append_jsonl(log_path, {"epoch": epoch, "loss": epoch_loss,
                                     "seconds": round(time.perf_counter() - started, 4), **stats})
         done = epoch + 1
-        if checkpoint_path is not None and done % checkpoint_every == 0 and done < cfg.epochs:
+        # A stop signal (pre-emption) saves the state after this epoch and stops; a rerun continues from it.
+        stop = preempt.requested() if checkpoint_path is not None and done < cfg.epochs else None
+        if checkpoint_path is not None and done < cfg.epochs and (done % checkpoint_every == 0 or stop):
             atomic_save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": done,
                          "losses": losses, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "rng": rng_state(), "generator": generator.get_state()}, checkpoint_path)
+        if stop is not None:
+            raise Preempted(f"refinement stopped by {preempt.signal_name(stop)} after epoch {epoch}; its state is "
+                            f"saved in {checkpoint_path}: rerun the same command to continue", signum=stop)
 
     embeddings = embed_views(model, *views, output=cfg.output, full_batch=full_batch, device=device,
                              chunk_size=cfg.batch_size, progress=progress)

@@ -6,6 +6,7 @@ Each part is skipped, with the reason recorded, when its input is absent: the ba
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from sslgraph.config import Config
 from sslgraph.data import build_dataset
 from sslgraph.eval.evaluate import evaluate_backbones, evaluate_node_features, json_safe
+from sslgraph.refine.encoders import PARAMETER_FREE_KINDS
 from sslgraph.run.rundir import RunDir
 from sslgraph.training.checkpoint import NETWORK_KEYS, load_checkpoint, pretrained_backbones
 from sslgraph.utils import dist
@@ -37,11 +39,29 @@ def nodes_part(run: RunDir, cfg: Config, *, device: torch.device) -> dict[str, A
         return {"skipped": f"missing {', '.join(missing)} in {run}"}
     graphs = run.read_graphs()
     teacher, student = graphs["teacher"], graphs["student"]
-    refined = run.read_refined(teacher)["embeddings"] if run.refined.is_file() else None
-    result = evaluate_node_features(teacher, student, refined=refined, cfg=cfg, device=device)
+    payload = run.read_refined(teacher) if run.refined.is_file() else {}
+    refined = payload.get("embeddings")
+    result = evaluate_node_features(teacher, student, refined=refined, cfg=cfg, device=device,
+                                    refined_seeds=payload.get("seed_embeddings"),
+                                    refined_propagation=_propagation_of(payload, cfg))
     if refined is None:
         result["refined_skipped"] = f"no {RunDir.REFINED} in {run}"
     return result
+
+
+def _propagation_of(payload: dict[str, Any], cfg: Config) -> dict[str, Any] | None:
+    """``{"alpha", "hops"}`` when refined.pt holds the parameter-free propagation of the current refine
+    settings (the evaluation's baseline would recompute exactly it), else None."""
+    saved = payload.get("refine_config")
+    if cfg.refine.encoder not in PARAMETER_FREE_KINDS or not isinstance(saved, dict):
+        return None
+    current = {k: v for k, v in dataclasses.asdict(cfg.refine).items() if k != "seeds"}
+    if {k: v for k, v in saved.items() if k != "seeds"} != current:
+        return None
+    state = payload.get("gnn_state") or {}
+    if "alpha" not in state or "hops" not in state:
+        return None
+    return {"alpha": float(state["alpha"]), "hops": int(state["hops"])}
 
 
 def evaluate_run(run: RunDir, cfg: Config, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
