@@ -155,6 +155,25 @@ def test_simclr_step_skips_the_teacher_unless_the_method_needs_its_features(imag
         assert isinstance(trainer.optimizer, torch.optim.SGD)
 
 
+def test_a_teacher_that_never_runs_follows_the_students_batch_norm_statistics(image_root: Path) -> None:
+    extra = ["method.objective=simclr", "optim.optimizer=sgd", "model.out_dim=16", "model.head_hidden_dim=32",
+             "optim.momentum_teacher=0.9", "model.backbone=resnet_mini"]
+    for method, follows in (("dino", True), ("graph", False)):
+        trainer = Trainer(_cfg(image_root, method=method, extra=extra), device=CPU)
+        m = float(trainer.momentum_schedule[0])
+        name = next(n for n, b in trainer.teacher.named_buffers() if n.endswith("running_mean"))
+        teacher_before = dict(trainer.teacher.named_buffers())[name].clone()
+        views, indices = trainer._views(next(iter(trainer.batches)), epoch=0)
+        trainer.training_step(views, indices, epoch=0, step=0)
+        teacher_after = dict(trainer.teacher.named_buffers())[name]
+        student = dict(trainer.student.named_buffers())[name]
+        if follows:  # EMA of the student's statistics after its one train-mode step
+            torch.testing.assert_close(teacher_after, m * teacher_before + (1 - m) * student)
+            assert not torch.equal(teacher_after, teacher_before)
+        else:  # the graph method's teacher ran its backbone in train mode: its own statistics, no EMA
+            assert not torch.allclose(teacher_after, m * teacher_before + (1 - m) * student)
+
+
 def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Path) -> None:
     cfg = _cfg(image_root, extra=["optim.budget_minutes=0.01", "optim.epochs=50"])
     trainer = Trainer(cfg, device=CPU)
@@ -187,7 +206,8 @@ def test_teacher_momentum_cosine_spans_every_iteration_of_a_budget_run(
     assert ipe == 32 and trainer.total_iters == 5 * 32  # provisional: optim.epochs
     used: list[float] = []
     update = trainer._update_teacher
-    trainer._update_teacher = lambda momentum: used.append(momentum) or update(momentum)  # type: ignore[method-assign]
+    trainer._update_teacher = (  # type: ignore[method-assign]
+        lambda momentum, **kw: used.append(momentum) or update(momentum, **kw))
     trainer.fit()
 
     assert trainer.total_iters == 30 and len(used) == 30

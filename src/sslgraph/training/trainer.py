@@ -395,7 +395,11 @@ class Trainer:
         self.scaler.update()
 
         with torch.no_grad():
-            self._update_teacher(float(self.momentum_schedule[it]))
+            # A teacher that ran in train mode this step has its own normalisation statistics; one that did not
+            # (a student-only objective without banks) follows the student's, or they would stay at their
+            # initial values and its eval-mode features would be meaningless.
+            teacher_ran = self.objective.needs_teacher or self.method.uses_step_features
+            self._update_teacher(float(self.momentum_schedule[it]), buffers=not teacher_ran)
             self.objective.after_step(teacher_out)
             if self.method.uses_step_features:
                 assert teacher_feats is not None
@@ -448,11 +452,23 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def _update_teacher(self, momentum: float) -> None:
+    def _update_teacher(self, momentum: float, *, buffers: bool = False) -> None:
+        """EMA of the student's parameters; with ``buffers`` also of its floating-point buffers (BatchNorm
+        running statistics), integer buffers copied."""
         teacher_params = [p for p in self.teacher.parameters()]
         student_params = [p.detach() for p in self.student.parameters()]
         torch._foreach_mul_(teacher_params, momentum)
         torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+        if not buffers:
+            return
+        pairs = list(zip(self.teacher.buffers(), self.student.buffers()))
+        floats = [(t, s) for t, s in pairs if t.is_floating_point()]
+        if floats:
+            torch._foreach_mul_([t for t, _ in floats], momentum)
+            torch._foreach_add_([t for t, _ in floats], [s for _, s in floats], alpha=1.0 - momentum)
+        for t, s in pairs:
+            if not t.is_floating_point():
+                t.copy_(s)
 
     def knn_monitor(self) -> float:
         """Weighted kNN top-1 (%) of the teacher backbone: clean training images vote for clean test images."""
