@@ -152,10 +152,7 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
         entry: dict[str, Any] = {"dim": int(x.shape[1]), "knn": _knn(x[train_mask], y[train_mask], x[test_mask],
                                                                        y[test_mask], cfg)}
         if name in probed:
-            entry["logistic_regression"] = logistic_regression_probe(
-                x, y, train_mask, test_mask, lr=cfg.eval.probe_lr, steps=cfg.eval.probe_steps,
-                seeds=cfg.eval.probe_seeds, tol=cfg.eval.probe_tol, patience=cfg.eval.probe_patience,
-                device=device)
+            entry["logistic_regression"] = _node_probe(x, y, train_mask, test_mask, cfg=cfg, device=device)
             if cfg.eval.reference_probe:
                 entry["reference_logistic_regression"] = reference_logistic_probe(
                     x, y, train_mask, test_mask, seeds=cfg.eval.probe_seeds, device=device)
@@ -169,6 +166,14 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
                                                                                ("student", student))}
     result["graphs"]["edge_variants"] = edge_variant_purity(teacher, student)
     return result
+
+
+def _node_probe(x: Tensor, y: Tensor, train_mask: Tensor, test_mask: Tensor, *, cfg: Config,
+                device: torch.device) -> dict[str, Any]:
+    """The standardised logistic probe with the run's ``eval.probe_*`` settings (one protocol for every set)."""
+    return logistic_regression_probe(x, y, train_mask, test_mask, lr=cfg.eval.probe_lr, steps=cfg.eval.probe_steps,
+                                     seeds=cfg.eval.probe_seeds, tol=cfg.eval.probe_tol,
+                                     patience=cfg.eval.probe_patience, device=device)
 
 
 def _seed_spread(first: dict[str, Any], refined: Tensor, others: dict[int, Tensor], *, y: Tensor,
@@ -190,9 +195,7 @@ def _seed_spread(first: dict[str, Any], refined: Tensor, others: dict[int, Tenso
         x = emb.to(device=device, dtype=torch.float32)
         for k, v in _knn(x[train_mask], y[train_mask], x[test_mask], y[test_mask], cfg).items():
             knn[k].append(v)
-        probe.append(logistic_regression_probe(
-            x, y, train_mask, test_mask, lr=cfg.eval.probe_lr, steps=cfg.eval.probe_steps, seeds=cfg.eval.probe_seeds,
-            tol=cfg.eval.probe_tol, patience=cfg.eval.probe_patience, device=device)["mean"])
+        probe.append(_node_probe(x, y, train_mask, test_mask, cfg=cfg, device=device)["mean"])
 
     def spread(values: list[float]) -> dict[str, Any]:
         t = torch.tensor(values, dtype=torch.float64)
