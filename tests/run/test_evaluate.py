@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from torch_geometric.data import Data
 
 from sslgraph.config import Config, to_dict
@@ -17,6 +16,7 @@ from sslgraph.models.network import build_network
 from sslgraph.run import RunDir
 from sslgraph.run.evaluate import evaluate_run
 from sslgraph.utils.io import atomic_save
+from tests.eval.test_evaluate import _image_folder
 
 NUM_TRAIN, NUM_TEST, CLASSES = 24, 12, 3
 CPU = torch.device("cpu")
@@ -80,17 +80,6 @@ def test_refined_file_for_other_nodes_is_rejected(tmp_path: Path) -> None:
                  "train_mask": node < NUM_TRAIN, "test_mask": node >= NUM_TRAIN}, run.refined)
     with pytest.raises(GraphFileError, match=r"refined\.pt: field 'y' differs"):
         evaluate_run(run, _config(), device=CPU)
-
-
-def _image_folder(root: Path) -> None:
-    gen = torch.Generator().manual_seed(3)
-    for split, per_class in (("train", 4), ("test", 2)):
-        for c, name in enumerate(["apple", "pear"]):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8) // (c + 1)
-                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
 
 
 def test_backbones_come_from_the_checkpoint(tmp_path: Path) -> None:

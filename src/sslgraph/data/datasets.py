@@ -639,17 +639,24 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_cache(path: Path, key: str, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _read_cache_file(path: Path, key: str, n: int, *, what: str) -> dict | None:
+    """A cache file's content when it exists, loads, and was written for this file list (``key``, ``n`` files);
+    else None (the caller rebuilds it)."""
     if not path.is_file():
         return None
     try:
         content = safe_load(path)
     except CheckpointError as err:
-        logger.warning("ignoring unreadable image cache (it will be rebuilt): %s", err)
+        logger.warning("ignoring unreadable %s (it will be rebuilt): %s", what, err)
         return None
     if content.get("format") != _CACHE_FORMAT or content.get("key") != key or len(content["keep"]) != n:
         return None
-    return content["images"], content["keep"]
+    return content
+
+
+def _read_cache(path: Path, key: str, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    content = _read_cache_file(path, key, n, what="image cache")
+    return None if content is None else (content["images"], content["keep"])
 
 
 def _cached_images(
@@ -718,15 +725,8 @@ def _cached_scan(
 
 
 def _read_scan(path: Path, key: str, n: int) -> torch.Tensor | None:
-    if not path.is_file():
-        return None
-    try:
-        content = safe_load(path)
-    except CheckpointError:
-        return None
-    if content.get("format") != _CACHE_FORMAT or content.get("key") != key or len(content["keep"]) != n:
-        return None
-    return content["keep"]
+    content = _read_cache_file(path, key, n, what="readability scan")
+    return None if content is None else content["keep"]
 
 
 def _decode_for_cache(
