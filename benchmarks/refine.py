@@ -97,13 +97,18 @@ def peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
-def run_full(case: dict, device: torch.device, epochs: int) -> dict:
+def graph_pair(case: dict, device: torch.device) -> tuple[Data, Data, float]:
+    """The case's two synthetic views, then the memory peak reset: ``(teacher, student, resident MiB now)``."""
     teacher = synthetic_graph(case["nodes"], case["in_dim"], seed=0)
     student = synthetic_graph(case["nodes"], case["in_dim"], seed=1)
+    reset_peak(device)
+    return teacher, student, resident_mib(device)
+
+
+def run_full(case: dict, device: torch.device, epochs: int) -> dict:
+    teacher, student, before = graph_pair(case, device)
     hidden = case["hidden"]
     cfg = RefineConfig(batching="full", epochs=epochs, hidden_dim=hidden, projector_dim=hidden, predictor_dim=hidden)
-    reset_peak(device)
-    before = resident_mib(device)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.jsonl"
         started = time.perf_counter()
@@ -118,11 +123,8 @@ def run_full(case: dict, device: torch.device, epochs: int) -> dict:
 
 
 def run_minibatch(case: dict, device: torch.device, batches: int) -> dict:
-    teacher = synthetic_graph(case["nodes"], case["in_dim"], seed=0)
-    student = synthetic_graph(case["nodes"], case["in_dim"], seed=1)
+    teacher, student, before = graph_pair(case, device)
     cfg = RefineConfig(batching="minibatch")
-    reset_peak(device)
-    before = resident_mib(device)
     started = time.perf_counter()
     samplers = [NeighbourSampler(graph_view(g), cfg.num_neighbors) for g in (teacher, student)]
     setup_s = time.perf_counter() - started
@@ -152,11 +154,8 @@ def run_minibatch(case: dict, device: torch.device, batches: int) -> dict:
 
 def run_propagate(case: dict, device: torch.device) -> dict:
     """The parameter-free refinement end to end, with the label-free choice of alpha and hops."""
-    teacher = synthetic_graph(case["nodes"], case["in_dim"], seed=0)
-    student = synthetic_graph(case["nodes"], case["in_dim"], seed=1)
+    teacher, student, before = graph_pair(case, device)
     cfg = RefineConfig(encoder="appnp")
-    reset_peak(device)
-    before = resident_mib(device)
     started = time.perf_counter()
     result = propagate_graphs(teacher, student, cfg)
     total = time.perf_counter() - started
