@@ -120,18 +120,18 @@ def loop_step(trainer: Trainer) -> Callable[[], None]:
 def bare_step(trainer: Trainer, *, compiled: bool = False) -> Callable[[], None]:
     """Student forward, the objective's loss and backward on one fixed batch of views."""
     views, indices = trainer._views(next(endless(trainer, epoch=1)), epoch=1)
-    inputs = torch.cat(views)
-    if trainer.channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
+    # the global views in one batch, the local crops (multi-crop) in another, as the loop does
+    inputs = [torch.cat(group).contiguous(memory_format=memory_format) for group in (views[:2], views[2:]) if group]
     batch = indices.shape[0]
     with torch.no_grad(), trainer._autocast():
-        teacher_out = trainer.teacher(inputs)[1].view(2, batch, -1) if trainer.objective.needs_teacher else None
+        teacher_out = trainer.teacher(inputs[0])[1].view(2, batch, -1) if trainer.objective.needs_teacher else None
     student = torch.compile(trainer.student) if compiled else trainer.student
 
     def step() -> None:
         trainer.student.zero_grad(set_to_none=True)
         with trainer._autocast():
-            out = student(inputs)[1].view(2, batch, -1)
+            out = torch.cat([student(x)[1] for x in inputs]).view(len(views), batch, -1)
             loss = trainer.objective.loss(out, teacher_out, epoch=1)
         loss.backward()
 

@@ -4,8 +4,8 @@ Graphs follow the export layout: training nodes first, every node receives ``E*V
 training nodes (weights 1-3), two views with independent features and edges.
 
 - Full batch, N = 60,000 (CIFAR-10 train + test): the default model (GCN 2 x 768, JK max) at input widths
-  192 (ViT-tiny, the CPU preset) and 384 (ViT-small), and a narrower model (hidden 256) as a CPU-preset
-  candidate. Runs ``refine_graphs`` itself; seconds per epoch come from its log, the first epoch excluded
+  192 (ViT-tiny) and 384 (ViT-small), and the narrower model (hidden 256) of the CPU preset at widths 192 and
+  512 (its ResNet-18). Runs ``refine_graphs`` itself; seconds per epoch come from its log, the first epoch excluded
   when more than one is run; "other" is set-up + final embedding.
 - Mini-batch, N = 1,330,000 (ImageNet-1K scale), default model, 4,096 seed nodes, fan-out [10, 10]: only
   ``--batches`` batches are timed, and the epoch time is *extrapolated* to ceil(N / 4,096) batches.
@@ -51,6 +51,7 @@ CASES = {
     "full-d192": {"mode": "full", "nodes": 60_000, "in_dim": 192, "hidden": 768},
     "full-d384": {"mode": "full", "nodes": 60_000, "in_dim": 384, "hidden": 768},
     "full-d192-h256": {"mode": "full", "nodes": 60_000, "in_dim": 192, "hidden": 256},
+    "full-d512-h256": {"mode": "full", "nodes": 60_000, "in_dim": 512, "hidden": 256},
     "minibatch-1.33M": {"mode": "minibatch", "nodes": 1_330_000, "in_dim": 192, "hidden": 768},
     "propagate-60k": {"mode": "propagate", "nodes": 60_000, "in_dim": 192, "hidden": 0},
     "propagate-1.33M": {"mode": "propagate", "nodes": 1_330_000, "in_dim": 192, "hidden": 0},
@@ -220,12 +221,19 @@ def main() -> None:
         if done.returncode != 0:
             sys.stderr.write(done.stderr)
             raise SystemExit(f"case {name} failed with exit code {done.returncode}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        row["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        rows.append(row)
     print(table(rows))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report = {"rows": rows, "load_average_1min": load, "cpu_count": os.cpu_count(), "quick": args.quick,
               "torch": torch.__version__}
     if not args.quick:
+        # a run of some cases keeps the other cases' rows of an earlier run (each row says when it was measured)
+        earlier = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+        fresh = {row["case"] for row in rows}
+        report["rows"] = [row for row in earlier if row["case"] not in fresh] + rows
         atomic_write_text(RESULTS, json.dumps(report, indent=2) + "\n")
         print(f"wrote {RESULTS}")
 

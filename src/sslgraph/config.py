@@ -87,6 +87,15 @@ class AugConfig:
     # Largest blur sigma in pixels; None: 2.0 * image_size / 224, i.e. the reference's blur (sigma 0.1-2.0 on
     # 224 px images) relative to the image, so 32 px images are not blurred seven times harder.
     blur_sigma_max: Optional[float] = None
+    # Multi-crop: this many extra small crops per image, seen by the student only (the teacher, the banks and the
+    # graphs see the two global views). Each local crop covers a share of the image drawn from
+    # [local_crop_scale_min, local_crop_scale_max] and is resized to local_crop_size pixels (None: 3/7 of
+    # data.image_size, DINO's 96 of 224); blurred with probability local_blur_p, never solarised.
+    local_crops: int = 0
+    local_crop_size: Optional[int] = None
+    local_crop_scale_min: float = 0.05
+    local_crop_scale_max: float = 0.4
+    local_blur_p: float = 0.5
 
 
 @dataclass
@@ -126,7 +135,8 @@ class OptimConfig:
     warmup_teacher_temp_epochs: int = 0
     student_temp: float = 0.1
     center_momentum: float = 0.9
-    # "auto" (bf16 on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
+    # "auto" (bf16 autocast where bf16 is native: GPUs, CPUs with AVX512-BF16/AMX; else fp32), "fp32", "bf16",
+    # "fp16".
     precision: Precision = "auto"
     compile: bool = False
     # "adamw" (DINO's) or "sgd" (Nesterov momentum; what a contrastive objective trains fastest with).
@@ -445,6 +455,11 @@ def _check_choices(node: Any, prefix: str = "") -> None:
             _check(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def local_crop_size(aug: AugConfig, *, image_size: int) -> int:
+    """Side of the local (multi-crop) views: ``aug.local_crop_size``, or 3/7 of the image (DINO's 96 of 224)."""
+    return aug.local_crop_size if aug.local_crop_size is not None else max(4, round(image_size * 3 / 7))
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible or inconsistent values at start-up, naming the offending key. Constraints that only one
     pretraining method has are checked by that method (:func:`sslgraph.methods.check_method_config`)."""
@@ -465,13 +480,22 @@ def validate(cfg: Config) -> None:
            f"need 0 < crop_scale_min <= crop_scale_max <= 1, got {a.crop_scale_min}, {a.crop_scale_max}")
     _check(a.blur_sigma_max is None or a.blur_sigma_max > 0, "aug.blur_sigma_max",
            f"must be positive or null, got {a.blur_sigma_max}")
-    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p1", "blur_p2", "solarize_p2"):
+    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p1", "blur_p2", "solarize_p2", "local_blur_p"):
         val = getattr(a, name)
         _check(0.0 <= val <= 1.0, f"aug.{name}", f"probability must be in [0, 1], got {val}")
+    _check(a.local_crops >= 0, "aug.local_crops", f"must be >= 0, got {a.local_crops}")
+    _check(0 < a.local_crop_scale_min <= a.local_crop_scale_max <= 1, "aug.local_crop_scale_min",
+           f"need 0 < local_crop_scale_min <= local_crop_scale_max <= 1, got {a.local_crop_scale_min}, "
+           f"{a.local_crop_scale_max}")
+    local_size = local_crop_size(a, image_size=d.image_size)
+    _check(4 <= local_size <= d.image_size, "aug.local_crop_size",
+           f"must be in [4, data.image_size = {d.image_size}] or null, got {a.local_crop_size}")
 
     if m.backbone.startswith("vit"):
         _check(m.patch_size > 0 and d.image_size % m.patch_size == 0, "model.patch_size",
                f"image size {d.image_size} must be a multiple of the patch size {m.patch_size}")
+        _check(a.local_crops == 0 or local_size % m.patch_size == 0, "aug.local_crop_size",
+               f"local crop size {local_size} must be a multiple of the patch size {m.patch_size}")
     _check(m.out_dim >= 2, "model.out_dim", f"must be >= 2, got {m.out_dim}")
     _check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", f"must be in [0, 1), got {m.drop_path_rate}")
 

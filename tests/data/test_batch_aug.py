@@ -140,3 +140,22 @@ def test_bad_input_names_the_shape() -> None:
         aug(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.arange(2), epoch=0)
     with pytest.raises(ValueError, match="at least one"):
         BatchAugment([], mean=[0.0] * 3, std=[1.0] * 3, seed=0)
+
+
+def test_local_crops_follow_the_two_global_views_at_their_own_size_and_scale() -> None:
+    aug = AugConfig(local_crops=3, local_crop_size=16, local_crop_scale_min=0.05, local_crop_scale_max=0.3)
+    recipes = view_recipes(aug, image_size=32)
+    assert [r.size for r in recipes] == [32, 32, 16, 16, 16]
+    assert all(r.scale == (0.05, 0.3) and r.solarize_p == 0.0 and r.blur_p == 0.5 for r in recipes[2:])
+    assert view_recipes(AugConfig(local_crops=1), image_size=224)[2].size == 96  # DINO's 96 of 224 by default
+    batch = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=0)
+    images, indices = _images(8), torch.arange(8)
+    views = batch(images, indices, epoch=0, sources=[None, None, None, None, None])
+    assert [tuple(v.shape) for v in views] == [(8, 3, 32, 32)] * 2 + [(8, 3, 16, 16)] * 3
+    params = batch.params(3, indices, epoch=0, height=32, width=32)
+    area = params.boxes[:, 2] * params.boxes[:, 3] / 32**2
+    assert bool((area <= 0.3 + 0.05).all())  # small boxes (integer rounding allows a little more)
+    # each local crop equals torchvision's ops on its own parameters, like the global views
+    for b in range(3):
+        torch.testing.assert_close(views[3][b] * 0.25 + 0.5, _reference(images[b], params, b, recipes[3]),
+                                   atol=2e-2, rtol=0)

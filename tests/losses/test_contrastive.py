@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslgraph.losses.contrastive import nt_xent_loss
+from sslgraph.losses.contrastive import multi_crop_nt_xent_loss, nt_xent_loss
 
 
 def _by_hand(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
@@ -54,3 +54,32 @@ def test_bad_shapes_and_temperature() -> None:
         nt_xent_loss(torch.zeros(3, 2), torch.zeros(4, 2), temperature=0.1)
     with pytest.raises(ValueError, match="temperature"):
         nt_xent_loss(torch.ones(3, 2), torch.ones(3, 2), temperature=0.0)
+
+
+def test_multi_crop_with_two_views_is_the_plain_loss() -> None:
+    generator = torch.Generator().manual_seed(2)
+    z = torch.randn(2, 6, 5, generator=generator)
+    assert multi_crop_nt_xent_loss(z, temperature=0.2).item() == pytest.approx(_by_hand(z[0], z[1], 0.2), rel=1e-5)
+
+
+def test_multi_crop_averages_the_pairs_that_contain_a_global_view() -> None:
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 5, 3, generator=generator)  # two global views, two local crops
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]  # never (2, 3): two local crops are not compared
+    expected = sum(_by_hand(z[a], z[b], 0.3) for a, b in pairs) / len(pairs)
+    assert multi_crop_nt_xent_loss(z, temperature=0.3).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_multi_crop_split_over_processes_averages_to_the_whole_batch() -> None:
+    generator = torch.Generator().manual_seed(4)
+    z = torch.randn(3, 8, 4, generator=generator)
+    whole = multi_crop_nt_xent_loss(z, temperature=0.3)
+    parts = [multi_crop_nt_xent_loss(z[:, i:i + 4], temperature=0.3, keys=z, offset=i) for i in (0, 4)]
+    assert (sum(parts) / 2).item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+def test_multi_crop_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="V >= 2"):
+        multi_crop_nt_xent_loss(torch.zeros(1, 3, 2), temperature=0.1)
+    with pytest.raises(ValueError, match="global_views"):
+        multi_crop_nt_xent_loss(torch.ones(3, 3, 2), temperature=0.1, global_views=4)

@@ -75,6 +75,22 @@ def test_more_views_match_a_brute_force_pair_loop():
     torch.testing.assert_close(loss, torch.stack(terms).mean())
 
 
+def test_multi_crop_teacher_sees_the_global_views_and_the_student_all_of_them():
+    torch.manual_seed(1)
+    views, teacher_views, batch, k = 5, 2, 3, 6  # two global views, three local crops
+    student, teacher = torch.randn(views, batch, k), torch.randn(teacher_views, batch, k)
+    center = torch.randn(1, k)
+    loss = dino_loss(student, teacher, center, student_temp=0.1, teacher_temp=0.04)
+    terms = []
+    for a in range(teacher_views):
+        for b in range(views):
+            if a != b:
+                t = torch.softmax((teacher[a] - center) / 0.04, dim=-1)
+                terms += [-(t[i] * torch.log_softmax(student[b] / 0.1, dim=-1)[i]).sum() for i in range(batch)]
+    assert len(terms) == teacher_views * (views - 1) * batch  # 2 x 4 pairs
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
 def test_only_the_student_receives_gradient():
     student = torch.randn(2, 3, 5, requires_grad=True)
     teacher = torch.randn(2, 3, 5, requires_grad=True)
@@ -97,6 +113,8 @@ def test_computes_in_float32_under_autocast():
 def test_rejects_bad_shapes():
     with pytest.raises(ValueError, match="V, B, K"):
         dino_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.zeros(1, 4), student_temp=0.1, teacher_temp=0.1)
+    with pytest.raises(ValueError, match="T <= V"):  # the teacher never sees more views than the student
+        dino_loss(torch.randn(2, 3, 4), torch.randn(3, 3, 4), torch.zeros(1, 4), student_temp=0.1, teacher_temp=0.1)
     with pytest.raises(ValueError, match="2 views"):
         dino_loss(torch.randn(1, 3, 4), torch.randn(1, 3, 4), torch.zeros(1, 4), student_temp=0.1, teacher_temp=0.1)
     with pytest.raises(ValueError, match="center"):

@@ -76,7 +76,10 @@ def test_ddp_two_processes_match_one_process(image_root: Path, tmp_path: Path, o
             f"method.objective={objective}", "optim.optimizer=sgd",
             # BatchNorm statistics are per process on CPUs (no SyncBatchNorm there): a BN-free head isolates the
             # all-gathered contrastive loss and its gradients.
-            "model.head_batch_norm=false"]
+            "model.head_batch_norm=false",
+            # float32: bf16 autocast (the default on CPUs with native bf16) rounds differently when the batch is
+            # split, which would hide the all-reduce's exactness behind rounding noise
+            "optim.precision=fp32"]
     single = _cli([*args, "--out", str(tmp_path / "one")])
     _finish(single)
     double = _cli([*args, "--out", str(tmp_path / "two")], nproc=2)

@@ -14,8 +14,9 @@ import torch
 import sslgraph.training.objectives as objectives_module
 import sslgraph.training.trainer as trainer_module
 from sslgraph.config import Config, load_config
-from sslgraph.errors import NonFiniteLossError
+from sslgraph.errors import ConfigError, NonFiniteLossError
 from sslgraph.training import MemorySink, Trainer
+from sslgraph.utils.misc import native_bf16
 from tests.conftest import tiny_overrides
 
 CPU = torch.device("cpu")
@@ -27,8 +28,9 @@ def _cfg(image_root: Path, **kwargs: Any) -> Config:
 
 
 def test_one_training_step_schedules_update_ema_and_centre(image_root: Path) -> None:
-    cfg = _cfg(image_root, method="dino", extra=["optim.clip_grad=0", "optim.weight_decay=0.1",
-                                                  "optim.weight_decay_end=0.3", "optim.momentum_teacher=0.9"])
+    cfg = _cfg(image_root, method="dino", extra=["optim.precision=fp32", "optim.clip_grad=0",  # exact references
+                                                  "optim.weight_decay=0.1", "optim.weight_decay_end=0.3",
+                                                  "optim.momentum_teacher=0.9"])
     trainer = Trainer(cfg, device=CPU)
     seen: dict[str, torch.Tensor] = {}
     trainer.method.after_step = lambda **kw: seen.update(kw)  # type: ignore[method-assign]
@@ -155,6 +157,37 @@ def test_simclr_step_skips_the_teacher_unless_the_method_needs_its_features(imag
         assert isinstance(trainer.optimizer, torch.optim.SGD)
 
 
+@pytest.mark.parametrize("objective", ["dino", "simclr"])
+def test_multi_crop_local_views_reach_only_the_student(image_root: Path, objective: str) -> None:
+    cfg = _cfg(image_root, method="graph", extra=[f"method.objective={objective}", "aug.local_crops=2",
+                                                   "aug.local_crop_size=16"])
+    trainer = Trainer(cfg, device=CPU)
+    student_sizes: list[tuple[int, ...]] = []
+    teacher_sizes: list[tuple[int, ...]] = []
+    student_forward, teacher_forward = trainer.student_forward.forward, trainer.teacher.forward
+    trainer.student_forward.forward = (  # type: ignore[method-assign]
+        lambda x: student_sizes.append(tuple(x.shape)) or student_forward(x))
+    trainer.teacher.forward = lambda x: teacher_sizes.append(tuple(x.shape)) or teacher_forward(x)  # type: ignore
+    seen: dict[str, torch.Tensor] = {}
+    trainer.method.after_step = lambda **kw: seen.update(kw)  # type: ignore[method-assign]
+    views, indices = trainer._views(next(iter(trainer.batches)), epoch=0)
+    b = len(indices)
+    assert [tuple(v.shape[-2:]) for v in views] == [(32, 32)] * 2 + [(16, 16)] * 2
+    loss = trainer.training_step(views, indices, epoch=0, step=0)
+    assert torch.isfinite(loss)
+    assert student_sizes == [(2 * b, 3, 32, 32), (2 * b, 3, 16, 16)]  # globals, then the local crops
+    assert teacher_sizes == ([(2 * b, 3, 32, 32)] if objective == "dino" else [])  # never a local crop
+    assert seen["student_feats"].shape == (b, trainer.embed_dim)  # banks and graphs: global crop 1 only
+
+
+def test_resnet_local_crops_that_end_as_a_1x1_map_are_refused_under_cpu_bf16(image_root: Path) -> None:
+    extra = ["model.backbone=resnet18", "model.cifar_stem=false", "aug.local_crops=2", "aug.local_crop_size=16"]
+    with pytest.raises(ConfigError, match="aug.local_crop_size: 16 px"):
+        Trainer(_cfg(image_root, extra=[*extra, "optim.precision=bf16"]), device=CPU)
+    Trainer(_cfg(image_root, extra=[*extra, "optim.precision=fp32"]), device=CPU)  # float32 is fine
+    Trainer(_cfg(image_root, extra=[*extra[:-1], "aug.local_crop_size=24", "optim.precision=bf16"]), device=CPU)
+
+
 def test_a_teacher_that_never_runs_follows_the_students_batch_norm_statistics(image_root: Path) -> None:
     extra = ["method.objective=simclr", "optim.optimizer=sgd", "model.out_dim=16", "model.head_hidden_dim=32",
              "optim.momentum_teacher=0.9", "model.backbone=resnet_mini"]
@@ -228,7 +261,8 @@ def test_a_warmup_longer_than_the_budget_keeps_its_share_of_the_run() -> None:
     assert trainer_module.budget_warmup_epochs(0.1, epochs=100, iters_per_epoch=195, total_iters=738) == 0.1
 
 
-def test_cpu_training_keeps_the_reference_optimizer_and_no_autocast(image_root: Path) -> None:
+def test_cpu_training_keeps_the_reference_optimizer_and_autocasts_only_where_bf16_is_native(image_root: Path) -> None:
     trainer = Trainer(_cfg(image_root, method="dino"), device=CPU)
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and not trainer.optimizer.defaults["fused"]
-    assert trainer.amp_dtype is None  # optim.precision=auto: float32 on the CPU
+    # optim.precision=auto: bf16 only on a CPU that multiplies bf16 natively
+    assert trainer.amp_dtype is (torch.bfloat16 if native_bf16(CPU) else None)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslgraph.config import AugConfig
+from sslgraph.config import AugConfig, local_crop_size
 from sslgraph.data.transforms import blur_kernel_size, blur_sigma
 
 _M32 = 0xFFFFFFFF
@@ -76,7 +76,8 @@ class ViewRecipe:
 
 
 def view_recipes(aug: AugConfig, *, image_size: int) -> list[ViewRecipe]:
-    """DINO's two global views from the config: view 1 always blurred, view 2 rarely blurred, sometimes solarised.
+    """DINO's two global views from the config (view 1 always blurred, view 2 rarely blurred, sometimes
+    solarised), then ``aug.local_crops`` small local crops (multi-crop) of ``aug.local_crop_size`` pixels.
 
     Blur kernel and sigma follow the image size (the reference's sigma 0.1-2.0 at 224 px, scaled), as in
     :func:`sslgraph.data.transforms.blur_sigma`.
@@ -86,8 +87,15 @@ def view_recipes(aug: AugConfig, *, image_size: int) -> list[ViewRecipe]:
                   saturation=aug.jitter_saturation, hue=aug.jitter_hue, grayscale_p=aug.grayscale_p,
                   blur_sigma=blur_sigma(aug, image_size),
                   blur_kernel=blur_kernel_size(image_size, aug.blur_kernel_frac))
-    return [ViewRecipe(blur_p=aug.blur_p1, solarize_p=0.0, **common),  # type: ignore[arg-type]
-            ViewRecipe(blur_p=aug.blur_p2, solarize_p=aug.solarize_p2, **common)]  # type: ignore[arg-type]
+    recipes = [ViewRecipe(blur_p=aug.blur_p1, solarize_p=0.0, **common),  # type: ignore[arg-type]
+               ViewRecipe(blur_p=aug.blur_p2, solarize_p=aug.solarize_p2, **common)]  # type: ignore[arg-type]
+    if aug.local_crops:
+        size = local_crop_size(aug, image_size=image_size)
+        local = {**common, "size": size, "scale": (aug.local_crop_scale_min, aug.local_crop_scale_max),
+                 "blur_sigma": blur_sigma(aug, size), "blur_kernel": blur_kernel_size(size, aug.blur_kernel_frac)}
+        recipes += [ViewRecipe(blur_p=aug.local_blur_p, solarize_p=0.0, **local)  # type: ignore[arg-type]
+                    for _ in range(aug.local_crops)]
+    return recipes
 
 
 @dataclass

@@ -23,19 +23,11 @@ from torch import Tensor, nn
 
 from sslgraph.choices import BankBackend, SearchPrecision, check_option, options
 from sslgraph.errors import ConfigError
+from sslgraph.utils.misc import native_bf16
 
 BACKENDS = options(BankBackend)
 # Candidates per wanted neighbour that the bfloat16 search hands to the exact re-scoring.
 RESCORE_FACTOR = 2
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` multiplies bfloat16 matrices natively (elsewhere bfloat16 is emulated and slow)."""
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
 
 
 def resolve_search_precision(precision: SearchPrecision, device: torch.device) -> SearchPrecision:

@@ -42,3 +42,24 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float, keys: tuple[Tens
         logits = logits.scatter(1, self_cols.unsqueeze(1), float("-inf"))   # a view is not its own negative
         targets = torch.cat([rows + n, rows])
         return F.cross_entropy(logits, targets)
+
+
+def multi_crop_nt_xent_loss(z: Tensor, *, temperature: float, global_views: int = 2,
+                            keys: Tensor | None = None, offset: int = 0) -> Tensor:
+    """Mean :func:`nt_xent_loss` over every pair of views that contains a global view (multi-crop SimCLR).
+
+    ``z``: ``[V, B, D]`` projections of V views of the same B images, the ``global_views`` first and local crops
+    after them. The pairs are (global a, any later view b): with two global views and L local crops, the
+    global pair and the 2L (global, local) pairs; local crops are never compared with each other, as in
+    multi-crop DINO and SwAV, because two small crops of one image often share nothing. With ``V = 2`` this is
+    :func:`nt_xent_loss` of the two views. ``keys`` (optional) is ``[V, N, D]``, the views of the global batch
+    (see :func:`nt_xent_loss`).
+    """
+    if z.dim() != 3 or z.shape[0] < 2:
+        raise ValueError(f"multi_crop_nt_xent_loss: z must be [V >= 2, B, D], got {tuple(z.shape)}")
+    if not 1 <= global_views <= z.shape[0]:
+        raise ValueError(f"multi_crop_nt_xent_loss: global_views must be in [1, {z.shape[0]}], got {global_views}")
+    pairs = [(a, b) for a in range(global_views) for b in range(a + 1, z.shape[0])]
+    losses = [nt_xent_loss(z[a], z[b], temperature=temperature, offset=offset,
+                           keys=None if keys is None else (keys[a], keys[b])) for a, b in pairs]
+    return torch.stack(losses).mean()

@@ -21,17 +21,21 @@ def dino_loss(
 ) -> Tensor:
     """Cross-entropy between the centred, sharpened teacher of one view and the student of every other view.
 
-    ``student_logits`` and ``teacher_logits`` are ``[V, B, K]`` (V views of the same B samples); ``center`` is
-    ``[1, K]``. The result is the mean over ordered pairs ``a != b`` of ``mean_i sum_k -t^(a)_ik s^(b)_ik``;
-    for two views, ``(H(t2, s1) + H(t1, s2)) / 2``. The teacher side carries no gradient. Computed in float32,
-    with autocast off, because sharp softmaxes over many prototypes lose too much in half precision.
+    ``student_logits`` is ``[V, B, K]`` (V views of the same B samples), ``teacher_logits`` ``[T, B, K]`` with
+    ``T <= V``: the teacher sees the first T (global) views, the student all of them, local crops after the
+    global ones (multi-crop). ``center`` is ``[1, K]``. The result is the mean over the ``T * (V - 1)`` pairs
+    ``a != b`` (``a`` a teacher view, ``b`` a student view) of ``mean_i sum_k -t^(a)_ik s^(b)_ik``; for two
+    views, ``(H(t2, s1) + H(t1, s2)) / 2``. The teacher side carries no gradient. Computed in float32, with
+    autocast off, because sharp softmaxes over many prototypes lose too much in half precision.
     """
-    if student_logits.dim() != 3 or student_logits.shape != teacher_logits.shape:
+    if (student_logits.dim() != 3 or teacher_logits.dim() != 3 or student_logits.shape[1:] != teacher_logits.shape[1:]
+            or teacher_logits.shape[0] > student_logits.shape[0]):
         raise ValueError(
-            f"dino_loss: student_logits and teacher_logits must both be [V, B, K], got "
+            f"dino_loss: student_logits must be [V, B, K] and teacher_logits [T, B, K] with T <= V, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
     views, batch, k = student_logits.shape
+    teacher_views = teacher_logits.shape[0]
     if views < 2:
         raise ValueError(f"dino_loss: needs at least 2 views, got V={views}")
     if center.shape != (1, k):
@@ -39,10 +43,10 @@ def dino_loss(
     with torch.autocast(device_type=student_logits.device.type, enabled=False):
         teacher = F.softmax((teacher_logits.detach().float() - center.detach().float()) / teacher_temp, dim=-1)
         student = F.log_softmax(student_logits.float() / student_temp, dim=-1)
-        # pair[a, b] = mean_i sum_k -t^(a)_ik s^(b)_ik for every ordered pair of views.
+        # pair[a, b] = mean_i sum_k -t^(a)_ik s^(b)_ik for every teacher view a and student view b.
         pair = -torch.einsum("aik,bik->ab", teacher, student) / batch
-        crossed = pair.sum() - pair.diagonal().sum()
-        return crossed / (views * (views - 1))
+        crossed = pair.sum() - pair.diagonal().sum()  # [T, V]: the diagonal is a == b, a < T
+        return crossed / (teacher_views * (views - 1))
 
 
 def teacher_batch_mean(teacher_logits: Tensor) -> Tensor:

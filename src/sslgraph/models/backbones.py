@@ -60,6 +60,7 @@ class ViTBackbone(Backbone):
             class_token=True,
             global_pool="token",
             drop_path_rate=drop_path_rate,
+            dynamic_img_size=True,  # multi-crop: local crops are smaller; position embeddings are interpolated
         )
 
     def forward(self, x: Tensor) -> Tensor:

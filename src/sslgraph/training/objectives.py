@@ -17,7 +17,7 @@ from torch import Tensor
 
 from sslgraph.choices import ObjectiveName
 from sslgraph.config import Config
-from sslgraph.losses.contrastive import nt_xent_loss
+from sslgraph.losses.contrastive import multi_crop_nt_xent_loss
 from sslgraph.losses.dino import dino_loss, teacher_batch_mean, updated_center
 from sslgraph.optim.schedules import teacher_temp_schedule
 from sslgraph.utils import dist
@@ -35,7 +35,8 @@ class Objective:
         self.device = device
 
     def loss(self, student_out: Tensor, teacher_out: Tensor | None, *, epoch: int) -> Tensor:
-        """``student_out``/``teacher_out``: ``[V, B, K]`` head outputs of V views of the same B images."""
+        """``student_out``: ``[V, B, K]`` head outputs of V views of the same B images (the two global views
+        first, then any local crops); ``teacher_out``: ``[2, B, K]``, the teacher's outputs of the global views."""
         raise NotImplementedError
 
     def after_step(self, teacher_out: Tensor | None) -> None:
@@ -97,12 +98,12 @@ class SimCLRObjective(Objective):
     needs_teacher = False
 
     def loss(self, student_out: Tensor, teacher_out: Tensor | None, *, epoch: int) -> Tensor:
-        z1, z2 = student_out[0], student_out[1]
         temperature = self.cfg.optim.contrastive_temperature
         if not dist.is_dist():
-            return nt_xent_loss(z1, z2, temperature=temperature)
-        keys = (torch.cat(dist_nn.all_gather(z1)), torch.cat(dist_nn.all_gather(z2)))
-        return nt_xent_loss(z1, z2, temperature=temperature, keys=keys, offset=dist.rank() * z1.shape[0])
+            return multi_crop_nt_xent_loss(student_out, temperature=temperature)
+        keys = torch.cat(dist_nn.all_gather(student_out), dim=1)  # [V, global batch, D], with gradients
+        return multi_crop_nt_xent_loss(student_out, temperature=temperature, keys=keys,
+                                       offset=dist.rank() * student_out.shape[1])
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"dino": DINOObjective, "simclr": SimCLRObjective}

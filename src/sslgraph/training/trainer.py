@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.data import Data
 
-from sslgraph.config import Config, to_dict
+from sslgraph.config import Config, local_crop_size, to_dict
 from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
 from sslgraph.data.batch_aug import BatchAugment, view_recipes
@@ -68,6 +68,7 @@ class Trainer:
         self.device = device
         self.sink: TrainingSink = sink if sink is not None else MemorySink()
         self.amp_dtype = autocast_dtype(cfg.optim.precision, device)
+        self._check_local_crop_size()
 
         seed_everything(cfg.seed)
         self.train_base, self.test_base = self._build_datasets()
@@ -175,6 +176,20 @@ class Trainer:
             built = (build_dataset(self.cfg.data, "train", progress=False),
                      build_dataset(self.cfg.data, "test", progress=False))
         return built
+
+    def _check_local_crop_size(self) -> None:
+        """Refuse ResNet local crops whose last stage would see a 1x1 map under bf16 on the CPU: oneDNN's bf16
+        backward of that 3x3 stride-2 convolution returned NaN weight gradients here (torch 2.14.1, at random)."""
+        a, m = self.cfg.aug, self.cfg.model
+        if not (a.local_crops and self.device.type == "cpu" and self.amp_dtype is torch.bfloat16
+                and m.backbone.startswith("resnet")):
+            return
+        stride = 4 if m.cifar_stem else 16  # input pixels per pixel of the third stage's output
+        size = local_crop_size(a, image_size=self.cfg.data.image_size)
+        if size <= stride:
+            raise ConfigError(f"aug.local_crop_size: {size} px local crops reach the ResNet's last stage as a 1x1 map, "
+                              f"whose bf16 backward on the CPU can give NaN gradients; use more than {stride} px or "
+                              f"optim.precision=fp32")
 
     def _check_batch_size(self) -> None:
         batch, world, n = self.cfg.optim.batch_size, dist.world_size(), len(self.train_base)
@@ -355,9 +370,11 @@ class Trainer:
 
     def _views(self, batch: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor], *,
                epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The augmented views of a uint8 batch; crop 2 comes from the partner images when bootstrapping."""
+        """The augmented views of a uint8 batch: two global views (crop 2 from the partner images when
+        bootstrapping), then any local crops of the anchor images."""
         images, partners, indices = batch
-        views = self.augment(images, indices, epoch=epoch, sources=[None, partners])
+        sources = [None, partners] + [None] * self.cfg.aug.local_crops
+        views = self.augment(images, indices, epoch=epoch, sources=sources)
         return views, indices
 
     def training_step(self, views: list[torch.Tensor], indices: torch.Tensor, *, epoch: int,
@@ -370,9 +387,11 @@ class Trainer:
             group["weight_decay"] = float(self.wd_schedule[it]) if group["apply_wd"] else 0.0
 
         batch = indices.shape[0]
-        inputs = torch.cat(views)
+        inputs, local_inputs = torch.cat(views[:2]), torch.cat(views[2:]) if len(views) > 2 else None
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+            if local_inputs is not None:
+                local_inputs = local_inputs.contiguous(memory_format=torch.channels_last)
         teacher_feats = teacher_out = None
         with self._autocast():
             with torch.no_grad():
@@ -382,7 +401,9 @@ class Trainer:
                 elif self.method.uses_step_features:  # the teacher bank needs the teacher's crop-1 features
                     teacher_feats = self.teacher.backbone(inputs[:batch])
             student_feats, student_out = self.student_forward(inputs)
-            loss = self.objective.loss(student_out.view(2, batch, -1), teacher_out, epoch=epoch)
+            if local_inputs is not None:  # multi-crop: the smaller local crops go through the student separately
+                student_out = torch.cat([student_out, self.student_forward(local_inputs)[1]])
+            loss = self.objective.loss(student_out.view(len(views), batch, -1), teacher_out, epoch=epoch)
 
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -22,7 +22,8 @@ def plot_views(images: Tensor, indices: Tensor, augment: BatchAugment, path: str
     views = augment(images, indices, epoch=epoch)
     mean, std = augment.mean.to(images.device), augment.std.to(images.device)
     rows = [images.float() / 255] + [(v * std + mean).clamp(0, 1) for v in views]
-    names = ["image"] + [f"view {v + 1}" for v in range(len(views))]
+    names = ["image"] + [f"view {v + 1}" if v < 2 else f"local {v - 1} ({views[v].shape[-1]} px)"
+                         for v in range(len(views))]
     fig = Figure(figsize=(1.1 * images.shape[0], 1.15 * len(rows)))
     axes = fig.subplots(len(rows), images.shape[0], squeeze=False)
     for r, (row, name) in enumerate(zip(rows, names)):
