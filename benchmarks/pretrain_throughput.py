@@ -13,12 +13,14 @@
 - MFU: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
   convolutions, forward and backward) times steps per second, over the device's dense bf16 peak from
   :data:`PEAK_TFLOPS` (``--peak-tflops`` overrides). A CPU has no such table entry: there the ceiling is a
-  measured float32 matrix product (``peak_source`` says which), so the ratio reads "share of what this CPU's
-  matrix products reach", not a hardware peak.
+  measured matrix product in the loop's precision (bf16 where the CPU has it natively, else float32;
+  ``peak_source`` says which), so the ratio reads "share of what this CPU's matrix products reach", not a
+  hardware peak.
 
     SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--steps 10] [--device cuda]
 
-Every run is the same step as training (the configured precision: bf16 autocast on CUDA, float32 on the CPU).
+Every run is the same step as training (the configured precision: ``optim.precision=auto`` is bf16 autocast on
+CUDA and on CPUs with native bf16, float32 elsewhere).
 Prints a table and writes benchmarks/results/pretrain_throughput.json (``--out``).
 """
 
@@ -37,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sslgraph.config import load_config
 from sslgraph.training.trainer import Trainer
+from sslgraph.utils.misc import autocast_dtype
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched by a substring of
 # torch.cuda.get_device_name(); the first match wins, so the more specific names come first.
@@ -51,7 +54,8 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def device_peak(device: torch.device, *, override: float | None) -> tuple[float | None, str]:
+def device_peak(device: torch.device, *, override: float | None,
+                dtype: torch.dtype = torch.float32) -> tuple[float | None, str]:
     """(peak FLOP/s, where it comes from) of ``device``; CPUs and unknown GPUs get a measured matmul ceiling."""
     if override is not None:
         return override * 1e12, "--peak-tflops"
@@ -60,13 +64,15 @@ def device_peak(device: torch.device, *, override: float | None) -> tuple[float 
         for key, tflops in PEAK_TFLOPS:
             if key in name:
                 return tflops * 1e12, f"bf16 dense peak of {key} (data sheet)"
-    return matmul_ceiling(device), "measured float32 matmul ceiling (bf16 peak unknown)"
+    name = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+    return matmul_ceiling(device, dtype=dtype), f"measured {name} matmul ceiling (the loop's precision)"
 
 
-def matmul_ceiling(device: torch.device, *, size: int = 2048, steps: int = 5) -> float:
-    """FLOP/s of a large float32 matrix product on ``device``: what this machine's kernels reach at best."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_ceiling(device: torch.device, *, dtype: torch.dtype = torch.float32, size: int = 2048,
+                   steps: int = 5) -> float:
+    """FLOP/s of a large matrix product in ``dtype`` on ``device``: what this machine's kernels reach at best."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     seconds = min(timed(lambda: a @ b, steps=steps, device=device) for _ in range(3))  # best of three: a busy
     return 2 * size**3 / seconds                                                          # machine only slows it
 
@@ -221,7 +227,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    peak, peak_source = device_peak(device, override=args.peak_tflops)
+    precision = load_config(preset=args.preset, overrides=args.overrides).optim.precision
+    peak, peak_source = device_peak(device, override=args.peak_tflops,
+                                    dtype=autocast_dtype(precision, device) or torch.float32)
     methods = [m for m in args.methods.split(",") if m]
     rows: dict[str, dict[str, Any]] = {}
     for i, method in enumerate(methods):

@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +62,11 @@ def knn_top1(backbone: torch.nn.Module, train, test, *, mean, std) -> float:
 
 
 def run_ours(args: argparse.Namespace) -> list[dict[str, float]]:
-    """sslgraph's preset through its own command line; one kNN record per epoch in log.jsonl."""
+    """sslgraph's preset through its own command line; one kNN record per epoch in log.jsonl (or the log of
+    such a run already made, ``--ours-log``)."""
+    if args.ours_log:
+        return curve_from_log([json.loads(line) for line in Path(args.ours_log).read_text().splitlines()
+                               if line.strip()])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "sslgraph", "pretrain", "--preset", "cifar10-cpu", "--data-root",
@@ -68,6 +74,12 @@ def run_ours(args: argparse.Namespace) -> list[dict[str, float]]:
                "monitor.knn_at_init=true", f"seed={args.seed}"]
         subprocess.run(cmd, check=True)
         records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+        shutil.copy(out / "log.jsonl", RESULTS.with_name("time_to_accuracy_ours_log.jsonl"))
+    return curve_from_log(records)
+
+
+def curve_from_log(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """(training seconds, kNN top-1) points: the clock is the sum of the epochs' step time."""
     points, clock = [], 0.0
     for record in records:
         clock += record.get("epoch_seconds", 0.0)
@@ -111,8 +123,7 @@ def run_lightly(args: argparse.Namespace, train, test) -> list[dict[str, float]]
     clock, next_eval, budget = 0.0, args.eval_every, args.minutes * 60
     while clock < budget:
         start = time.perf_counter()
-        for views in loader:
-            x0, x1 = views[0]
+        for x0, x1 in loader:  # SimCLRTransform gives two views per image; the loader stacks each
             loss = criterion(model(x0), model(x1))
             optimizer.zero_grad()
             loss.backward()
@@ -142,6 +153,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sides", default="ours,lightly")
+    parser.add_argument("--ours-log", default=None, help="our side from this log.jsonl of a finished run (pretrain "
+                        "with monitor.knn_every=1 monitor.knn_at_init=true) instead of training it again")
     args = parser.parse_args()
 
     from sslgraph.config import DataConfig
