@@ -199,6 +199,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (how busy the machine was), where the OS reports one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -223,11 +228,10 @@ def main() -> None:
             raise SystemExit(f"case {name} failed with exit code {done.returncode}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        row["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        row["load_average_1min"] = load_average()
         rows.append(row)
     print(table(rows))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    report = {"rows": rows, "load_average_1min": load, "cpu_count": os.cpu_count(), "quick": args.quick,
+    report = {"rows": rows, "load_average_1min": load_average(), "cpu_count": os.cpu_count(), "quick": args.quick,
               "torch": torch.__version__}
     if not args.quick:
         # a run of some cases keeps the other cases' rows of an earlier run (each row says when it was measured)
