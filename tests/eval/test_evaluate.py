@@ -149,3 +149,21 @@ def test_refinement_seed_spread_reuses_identical_seeds_and_measures_others():
         assert spread["knn"][str(k)]["mean"] == pytest.approx(sum(values) / 3)
     probe = spread["logistic_regression"]
     assert probe["values"][:2] == [first["logistic_regression"]["mean"]] * 2 and len(probe["values"]) == 3
+
+
+def test_a_resnet_probe_reuses_the_teachers_features_instead_of_embedding_again(tmp_path):
+    cfg = _config(backbone_probe_epochs=2)
+    cfg.data.dataset, cfg.data.root, cfg.data.num_workers = "imagefolder", str(tmp_path / "data"), 0
+    cfg.model.backbone = "resnet18"
+    _image_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    teacher, student = (build_network(cfg, drop_path_rate=0.0).backbone.eval() for _ in range(2))
+    seen: dict[str, int] = {"teacher": 0, "student": 0}
+    for name, backbone in (("teacher", teacher), ("student", student)):
+        # On the inner ResNet, which both the forward and probe_features run.
+        backbone.net.register_forward_hook(lambda module, args, out, name=name: seen.__setitem__(
+            name, seen[name] + args[0].shape[0]))
+    result = evaluate_backbones(teacher, student, train_set=build_dataset(cfg.data, "train"),
+                                test_set=build_dataset(cfg.data, "test"), cfg=cfg, device=CPU, progress=False)
+    assert seen == {"teacher": 12, "student": 12}  # 8 training + 4 held-out images, once each
+    assert "dim 512" in result["feature_sets"]["teacher"]["linear_probe"]["protocol"]["input"]

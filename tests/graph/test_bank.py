@@ -172,8 +172,9 @@ def test_rescored_search_equals_exact_when_candidates_cover_the_true_top_k():
     queries = F.normalize(torch.randn(16, 32, generator=gen), dim=1)
     keys = F.normalize(torch.randn(300, 32, generator=gen), dim=1)
     ref_values, ref_indices = brute_topk(queries, keys, 5)
-    for chunk_size in (7, 64, 1000):
-        values, indices = topk_cosine_rescored(queries, keys, keys.bfloat16(), 5, candidates=40, chunk_size=chunk_size)
+    for chunk_size, query_chunk_size in ((7, 4096), (64, 5), (1000, 1)):
+        values, indices = topk_cosine_rescored(queries, keys, keys.bfloat16(), 5, candidates=40, chunk_size=chunk_size,
+                                               query_chunk_size=query_chunk_size)
         assert torch.equal(indices, ref_indices)
         torch.testing.assert_close(values, ref_values)  # re-scored in float32, not bfloat16
 

@@ -93,10 +93,11 @@ def test_load_names_file_and_field(tmp_path):
         load_graph(tmp_path / "range.pt")
 
 
-def test_rebuild_edges_matches_brute_force():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rebuild_edges_matches_brute_force(precision):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(30, 5, generator=gen)
-    train_graph, test_graph = rebuild_edges(x, 24, k_edges=3, chunk_size=7)
+    train_graph, test_graph = rebuild_edges(x, 24, k_edges=3, chunk_size=7, search_precision=precision)
     xn = F.normalize(x, dim=1)
     sims = xn[:24] @ xn[:24].T
     sims.fill_diagonal_(-2)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule, teacher_temp_schedule
+from sslgraph.optim.schedules import (cosine_schedule, scaled_lr, stretch_tail, teacher_momentum_schedule,
+                                      teacher_temp_schedule)
 
 
 def test_cosine_schedule_with_warmup_at_known_iterations():
@@ -50,3 +51,22 @@ def test_scaled_lr_is_linear_in_the_global_batch():
     assert scaled_lr(5e-4, 256) == pytest.approx(5e-4)
     assert scaled_lr(5e-4, 1024) == pytest.approx(2e-3)
     assert scaled_lr(5e-4, 64) == pytest.approx(1.25e-4)
+
+
+def test_stretch_tail_keeps_the_head_and_resamples_the_rest_onto_the_new_length():
+    s = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(stretch_tail(s, start=2, total=7),
+                               torch.tensor([0.0, 1.0, 2.0, 2.5, 3.0, 3.5, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(stretch_tail(s, start=2, total=4),
+                               torch.tensor([0.0, 1.0, 2.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(stretch_tail(s, start=2, total=3), torch.tensor([0.0, 1.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(stretch_tail(s, start=2, total=2), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert torch.equal(stretch_tail(s, start=1, total=5), s)  # same length: unchanged
+
+
+def test_stretch_tail_rejects_a_start_outside_the_schedule():
+    s = torch.zeros(4)
+    with pytest.raises(ValueError, match="start"):
+        stretch_tail(s, start=4, total=6)
+    with pytest.raises(ValueError, match="total"):
+        stretch_tail(s, start=2, total=1)

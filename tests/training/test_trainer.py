@@ -224,6 +224,34 @@ def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Pa
     assert trainer.total_iters == trainer_module.CALIBRATION_STEPS + 1
 
 
+def test_budget_replans_from_the_measured_pace_and_resume_rebuilds_the_same_schedules(image_root: Path) -> None:
+    cfg = _cfg(image_root, extra=["optim.budget_minutes=0.01", "optim.epochs=50", "optim.warmup_epochs=0"])
+    trainer = Trainer(cfg, device=CPU)
+    ipe = trainer.iters_per_epoch
+    trainer._set_budget(0.02)  # 0.6 s of budget at 20 ms per step -> 30 iterations
+    trainer._calibrated = True  # as the loop marks it after _set_budget
+    assert trainer.total_iters == 30
+    before = trainer.lr_schedule.clone()
+    # The first epoch ran 2.5 times as slowly as calibrated: the rest of the 0.6 s fits 8 more steps.
+    trainer._replan_budget(epoch=0, seconds=0.05 * ipe)
+    expected = ipe + int((0.6 - 0.05 * ipe) / 0.05)
+    assert expected - ipe in (7, 8) and trainer.total_iters == expected  # 0.4 s / 0.05 s, floored
+    assert trainer._budget_spent == pytest.approx(0.05 * ipe)
+    # The first epoch's values stay; the rest of the cosine is squeezed and still ends where it ended.
+    assert torch.equal(trainer.lr_schedule[:ipe + 1], before[:ipe + 1])
+    assert float(trainer.lr_schedule[-1]) == float(before[-1])
+    assert float(trainer.momentum_schedule[-1]) == 1.0
+    assert bool((trainer.lr_schedule[1:] <= trainer.lr_schedule[:-1]).all())  # still decreasing
+    again = Trainer(cfg, device=CPU)
+    again.load_state_dict(trainer.state_dict(epoch=0))
+    assert again.total_iters == expected and again._budget_spent == pytest.approx(0.05 * ipe)
+    for name in ("lr_schedule", "wd_schedule", "momentum_schedule"):
+        assert torch.equal(getattr(again, name), getattr(trainer, name)), name
+    # A budget already spent ends the run with the epoch just finished.
+    again._replan_budget(epoch=1, seconds=0.5)
+    assert again.total_iters == 2 * ipe and again.state_dict(epoch=1)["finished"]
+
+
 def test_teacher_momentum_cosine_spans_every_iteration_of_a_budget_run(
         image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fake clock: steps 3..15 of the calibration take 0.12 s in all, i.e. 10 ms per step, so a 0.005-minute

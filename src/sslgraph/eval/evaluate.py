@@ -77,19 +77,26 @@ def evaluate_backbones(teacher: Backbone, student: Backbone, *, train_set: Image
         "knn_protocol": knn_protocol(cfg, train="training images (clean)", test="held-out images (clean)"),
         "feature_sets": {},
     }
+    blocks = cfg.eval.backbone_probe_blocks
+    probe_is_forward = cfg.eval.backbone_probe and teacher.probe_is_forward(blocks)
+    kept: tuple[Tensor, Tensor] | None = None  # the teacher's features, when the probe reads the same ones
     for name, backbone in (("teacher", teacher), ("student", student)):
         train, test = features(backbone, "train", f"{name} train"), features(backbone, "test", f"{name} test")
         result["feature_sets"][name] = {
             "dim": int(train.shape[1]),
             "knn": _knn(train, labels["train"], test, labels["test"], cfg),
         }
+        if name == "teacher" and probe_is_forward:
+            kept = (train, test)
     del train, test
     if not cfg.eval.backbone_probe:
         result["linear_probe_skipped"] = "eval.backbone_probe is false"
         return result
-    blocks = cfg.eval.backbone_probe_blocks
-    probe = partial(teacher.probe_features, n_last_blocks=blocks)
-    train, test = features(probe, "train", "teacher probe train"), features(probe, "test", "teacher probe test")
+    if kept is not None:
+        train, test = kept
+    else:
+        probe = partial(teacher.probe_features, n_last_blocks=blocks)
+        train, test = features(probe, "train", "teacher probe train"), features(probe, "test", "teacher probe test")
     probe_result = linear_probe(train, labels["train"], test, labels["test"], epochs=cfg.eval.backbone_probe_epochs,
                                 lr=cfg.eval.backbone_probe_lr, batch_size=cfg.eval.backbone_probe_batch_size,
                                 seed=cfg.seed, device=device)

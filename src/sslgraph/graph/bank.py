@@ -68,16 +68,23 @@ def topk_cosine(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int = 65_5
 
 
 def topk_cosine_rescored(queries: Tensor, keys: Tensor, search_keys: Tensor, k: int, *,
-                         candidates: int, chunk_size: int = 65_536) -> tuple[Tensor, Tensor]:
+                         candidates: int, chunk_size: int = 65_536,
+                         query_chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
     """Top-``k`` dot products of each query against ``keys``, found among the ``candidates`` best of a
     lower-precision copy ``search_keys`` and re-scored exactly in ``keys``' dtype.
 
     Ties in the exact scores go to the lower key index, as in :func:`topk_cosine`. The result equals the
-    exact one whenever every true top-``k`` key is among the low-precision top-``candidates``.
+    exact one whenever every true top-``k`` key is among the low-precision top-``candidates``. Queries go
+    ``query_chunk_size`` rows at a time, as in :func:`topk_cosine`.
     """
     if keys.shape != search_keys.shape:
         raise ValueError(f"topk_cosine_rescored: keys {tuple(keys.shape)} and search_keys "
                          f"{tuple(search_keys.shape)} must have the same shape")
+    if queries.shape[0] > query_chunk_size:
+        parts = [topk_cosine_rescored(queries[start:start + query_chunk_size], keys, search_keys, k,
+                                      candidates=candidates, chunk_size=chunk_size)
+                 for start in range(0, queries.shape[0], query_chunk_size)]
+        return torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
     candidates = min(max(candidates, k), keys.shape[0])
     low = queries.to(device=search_keys.device, dtype=search_keys.dtype)
     # Candidates need no tie-breaking (the exact re-scoring orders them), so a plain top-k per key chunk.
@@ -96,6 +103,16 @@ def topk_cosine_rescored(queries: Tensor, keys: Tensor, search_keys: Tensor, k: 
     exact = torch.einsum("bd,bcd->bc", queries, keys[cand])
     values, order = exact.sort(dim=1, descending=True, stable=True)
     return values[:, :k], cand.gather(1, order[:, :k])
+
+
+def topk_cosine_search(queries: Tensor, keys: Tensor, k: int, *, precision: SearchPrecision = "fp32",
+                       chunk_size: int = 65_536) -> tuple[Tensor, Tensor]:
+    """:func:`topk_cosine`, or with ``precision`` ``bf16`` (``auto``: where native) a bfloat16 search whose
+    ``RESCORE_FACTOR k`` candidates are re-scored exactly (:func:`topk_cosine_rescored`)."""
+    if resolve_search_precision(precision, keys.device) == "bf16":
+        return topk_cosine_rescored(queries, keys, keys.to(torch.bfloat16), k, candidates=RESCORE_FACTOR * k,
+                                    chunk_size=chunk_size)
+    return topk_cosine(queries, keys, k, chunk_size=chunk_size)
 
 
 def _topk_over_keys(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int) -> tuple[Tensor, Tensor]:

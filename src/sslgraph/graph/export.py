@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from sslgraph.choices import EdgeWeight
+from sslgraph.choices import EdgeWeight, SearchPrecision
 from sslgraph.errors import GraphFileError
-from sslgraph.graph.bank import topk_cosine
+from sslgraph.graph.bank import topk_cosine_search
 from sslgraph.graph.knn_graph import KNNGraph, nearest_non_self
 from sslgraph.graph.schema import check_graph, check_graph_pair, check_refined
 from sslgraph.utils.io import atomic_save, safe_load
@@ -126,9 +126,11 @@ def load_refined(path: str | os.PathLike, reference: Data) -> dict[str, Any]:
     return payload
 
 
-def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 65_536) -> tuple[KNNGraph, KNNGraph]:
+def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 65_536,
+                  search_precision: SearchPrecision = "fp32") -> tuple[KNNGraph, KNNGraph]:
     """Fresh single-visit graphs from features ``x`` (training rows first): each training node's ``k_edges``
-    nearest other training nodes, each held-out node's ``k_edges`` nearest training nodes (cosine)."""
+    nearest other training nodes, each held-out node's ``k_edges`` nearest training nodes (cosine).
+    ``search_precision`` as for the memory banks (:func:`~sslgraph.graph.bank.topk_cosine_search`)."""
     if not 1 <= k_edges < num_train:
         raise ValueError(f"rebuild_edges: k_edges={k_edges} must be in [1, num_train={num_train})")
     x = F.normalize(x.float(), dim=1)
@@ -136,10 +138,10 @@ def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 
     train_graph = KNNGraph(num_train, edges_per_node=k_edges, visits=1, device=x.device)
     test_graph = KNNGraph(test.shape[0], edges_per_node=k_edges, visits=1, neighbour_nodes=num_train, device=x.device)
     own = torch.arange(num_train, device=x.device)
-    sim, idx = topk_cosine(train, train, k_edges + 1, chunk_size=chunk_size)
+    sim, idx = topk_cosine_search(train, train, k_edges + 1, precision=search_precision, chunk_size=chunk_size)
     neighbours, neighbour_sim = nearest_non_self(idx, sim, own, k_edges)
     train_graph.add(own, neighbours, neighbour_sim)
     if test.shape[0]:
-        sim, idx = topk_cosine(test, train, k_edges, chunk_size=chunk_size)
+        sim, idx = topk_cosine_search(test, train, k_edges, precision=search_precision, chunk_size=chunk_size)
         test_graph.add(torch.arange(test.shape[0], device=x.device), idx, sim)
     return train_graph, test_graph

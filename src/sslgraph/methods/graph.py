@@ -127,7 +127,8 @@ class GraphMethod(AdaSim):
             train_graph, test_graph = self.train_graphs[stream], self.test_graphs[stream]
             if me.export_edges == "rebuilt":
                 train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
-                                                        k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size)
+                                                        k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size,
+                                                        search_precision=me.bank_search_precision)
             graphs[stream] = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph,
                                               test_graph=test_graph, train_y=self.train_labels,
                                               test_y=self.test_labels, edge_weight=me.export_edge_weight)

@@ -29,6 +29,11 @@ class Backbone(nn.Module):
     def probe_dim(self, n_last_blocks: int = 4) -> int:
         raise NotImplementedError
 
+    def probe_is_forward(self, n_last_blocks: int = 4) -> bool:
+        """Whether :meth:`probe_features` returns the forward's own features, so an evaluation that already has
+        those need not embed the images again."""
+        return False
+
 
 class ViTBackbone(Backbone):
     """A timm VisionTransformer whose feature is the class token after the final norm."""
@@ -111,6 +116,9 @@ class ResNetBackbone(Backbone):
 
     def probe_dim(self, n_last_blocks: int = 4) -> int:
         return self.embed_dim
+
+    def probe_is_forward(self, n_last_blocks: int = 4) -> bool:
+        return True
 
 
 BackboneFactory = Callable[..., Backbone]

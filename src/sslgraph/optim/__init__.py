@@ -1,7 +1,8 @@
 """Optimisation helpers: schedules, parameter groups, gradient clipping."""
 
 from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, param_groups
-from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule, teacher_temp_schedule
+from sslgraph.optim.schedules import (cosine_schedule, scaled_lr, stretch_tail, teacher_momentum_schedule,
+                                      teacher_temp_schedule)
 
 __all__ = [
     "cancel_last_layer_gradients",
@@ -9,6 +10,7 @@ __all__ = [
     "cosine_schedule",
     "param_groups",
     "scaled_lr",
+    "stretch_tail",
     "teacher_momentum_schedule",
     "teacher_temp_schedule",
 ]

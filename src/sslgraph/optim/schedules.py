@@ -44,6 +44,26 @@ def cosine_schedule(
     return torch.cat([warmup, cosine])
 
 
+def stretch_tail(schedule: Tensor, *, start: int, total: int) -> Tensor:
+    """``schedule[:start]`` unchanged, the rest resampled linearly onto ``total - start`` iterations.
+
+    A wall-clock budget re-plans the run's length from the measured pace: the remaining part of every schedule
+    is stretched or squeezed so that it stays continuous at ``start`` and still ends on its last value.
+    """
+    length = schedule.shape[0]
+    if not 0 <= start < length or total < start:
+        raise ValueError(f"stretch_tail: need 0 <= start < {length} and total >= start, got start={start}, "
+                         f"total={total}")
+    tail = total - start
+    if tail <= 1:  # nothing left, or only the last value
+        return torch.cat([schedule[:start], schedule[-1:][:tail]])
+    pos = torch.linspace(start, length - 1, tail, dtype=torch.float64)
+    low = pos.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = (pos - low).to(schedule.dtype)
+    return torch.cat([schedule[:start], torch.lerp(schedule[low], schedule[high], frac)])
+
+
 def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int,
                               total_iters: int | None = None) -> Tensor:
     """EMA momentum ``1 - (1 - m0) (cos(pi it / T) + 1) / 2`` with ``T = total - 1``: ``m0`` first, exactly 1 last.

@@ -32,7 +32,7 @@ from sslgraph.eval.knn import knn_accuracy
 from sslgraph.methods import Method, Split, Stream, build_method
 from sslgraph.models.network import build_network
 from sslgraph.optim.params import cancel_last_layer_gradients, clip_gradients, param_groups
-from sslgraph.optim.schedules import cosine_schedule, scaled_lr, teacher_momentum_schedule
+from sslgraph.optim.schedules import cosine_schedule, scaled_lr, stretch_tail, teacher_momentum_schedule
 from sslgraph.training.objectives import Objective, build_objective
 from sslgraph.training.outputs import MemorySink, TrainingSink
 from sslgraph.utils import dist, preempt
@@ -120,6 +120,11 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
         # The run's length in iterations: optim.epochs, or what optim.budget_minutes allows (set in fit()).
         self.total_iters = o.epochs * self.iters_per_epoch
+        # With a budget: the calibrated length, then each re-plan (iterations done, new length), and the seconds
+        # of training steps spent so far. The schedules are a function of these, so a resumed run rebuilds them.
+        self._planned_iters = self.total_iters
+        self._replans: list[tuple[int, int]] = []
+        self._budget_spent = 0.0
         self._build_schedules()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -136,15 +141,22 @@ class Trainer:
         self._embed_cache: dict[tuple[str, str], torch.Tensor] = {}
 
     def _build_schedules(self) -> None:
-        """Per-iteration lr, weight decay and teacher momentum over :attr:`total_iters`."""
-        o, ipe, total = self.cfg.optim, self.iters_per_epoch, self.total_iters
+        """Per-iteration lr, weight decay and teacher momentum over the planned length, each re-plan of a
+        budget then stretching or squeezing what was left of them (so they end on their last values)."""
+        o, ipe, total = self.cfg.optim, self.iters_per_epoch, self._planned_iters
         warmup = budget_warmup_epochs(o.warmup_epochs, epochs=o.epochs, iters_per_epoch=ipe, total_iters=total)
-        self.lr_schedule = cosine_schedule(scaled_lr(o.lr, o.batch_size), o.min_lr, epochs=o.epochs,
-                                           iters_per_epoch=ipe, warmup_epochs=warmup, total_iters=total)
-        self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, epochs=o.epochs, iters_per_epoch=ipe,
-                                           total_iters=total)
-        self.momentum_schedule = teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs,
-                                                           iters_per_epoch=ipe, total_iters=total)
+        schedules = [
+            cosine_schedule(scaled_lr(o.lr, o.batch_size), o.min_lr, epochs=o.epochs, iters_per_epoch=ipe,
+                            warmup_epochs=warmup, total_iters=total),
+            cosine_schedule(o.weight_decay, o.weight_decay_end, epochs=o.epochs, iters_per_epoch=ipe,
+                            total_iters=total),
+            teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs, iters_per_epoch=ipe, total_iters=total),
+        ]
+        for done, new_total in self._replans:
+            schedules = [stretch_tail(s, start=done, total=new_total) for s in schedules]
+            total = new_total
+        self.total_iters = total
+        self.lr_schedule, self.wd_schedule, self.momentum_schedule = schedules
 
     @property
     def epochs(self) -> int:
@@ -160,10 +172,34 @@ class Trainer:
         """
         per_step = float(dist.all_reduce_max(torch.tensor(seconds_per_step, device=self.device)))
         minutes = float(self.cfg.optim.budget_minutes)
-        self.total_iters = max(CALIBRATION_STEPS + 1, int(minutes * 60 / per_step))
+        self._planned_iters = max(CALIBRATION_STEPS + 1, int(minutes * 60 / per_step))
+        self._replans = []
         self._build_schedules()
         self._log(f"budget {minutes:g} min: {per_step * 1000:.0f} ms per step -> {self.total_iters} iterations "
                   f"({self.total_iters / self.iters_per_epoch:.2f} epochs)")
+
+    def _replan_budget(self, *, epoch: int, seconds: float) -> None:
+        """After ``epoch`` (its steps took ``seconds``): fit the rest of the run into what is left of the budget
+        at that epoch's pace. The first steps' calibration underestimates a long run's pace (caches warm up,
+        the graph's bank fills), so a budget planned once overran by 13 % on a 2-core CPU."""
+        if self.cfg.optim.budget_minutes is None or not self._calibrated:
+            return
+        done = min((epoch + 1) * self.iters_per_epoch, self.total_iters)
+        steps = done - epoch * self.iters_per_epoch
+        spent_pace = dist.all_reduce_max(torch.tensor([self._budget_spent + seconds, seconds / max(steps, 1)],
+                                                      dtype=torch.float64, device=self.device))
+        self._budget_spent, pace = (float(v) for v in spent_pace)
+        if done >= self.total_iters:
+            return
+        left = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent
+        new_total = done + max(0, int(left / pace))
+        if new_total == self.total_iters:
+            return
+        self._log(f"budget: {self._budget_spent / 60:.2f} of {self.cfg.optim.budget_minutes:g} min spent, "
+                  f"{pace * 1000:.0f} ms per step -> {new_total} iterations instead of {self.total_iters} "
+                  f"({new_total / self.iters_per_epoch:.2f} epochs)")
+        self._replans.append((done, new_total))
+        self._build_schedules()
 
     # ------------------------------------------------------------------ set-up checks
     def _build_datasets(self) -> tuple[ImageDataset, ImageDataset]:
@@ -248,6 +284,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "objective": self.objective.state_dict(),
             "total_iters": self.total_iters,
+            "budget_plan": {"planned_iters": self._planned_iters, "replans": [list(r) for r in self._replans],
+                            "spent_seconds": self._budget_spent},
             "finished": epoch + 1 >= self.epochs,
             "method": self.method.state_dict(),
             "rng": rng_state(),
@@ -261,9 +299,14 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.objective.load_state_dict(state["objective"])
-        if int(state["total_iters"]) != self.total_iters:
-            self.total_iters = int(state["total_iters"])
-            self._build_schedules()
+        plan = state.get("budget_plan")
+        if plan is not None:
+            self._planned_iters = int(plan["planned_iters"])
+            self._replans = [(int(done), int(total)) for done, total in plan["replans"]]
+            self._budget_spent = float(plan["spent_seconds"])
+        else:  # a checkpoint from before re-planning: one plan over its length
+            self._planned_iters, self._replans = int(state["total_iters"]), []
+        self._build_schedules()
         self.method.load_state_dict(state["method"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
@@ -289,6 +332,7 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < self.epochs:  # with a budget, the first epoch fixes how many there are
             record = self.train_one_epoch(epoch)
+            self._replan_budget(epoch=epoch, seconds=record["epoch_seconds"])
             record.update(self.method.on_epoch_end(self, epoch=epoch))
             every = cfg.monitor.knn_every
             if every and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
