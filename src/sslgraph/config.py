@@ -261,6 +261,10 @@ class RefineConfig:
     # Weight of the variance + covariance (VICReg) term on the online embeddings that keeps them from
     # collapsing; 0 disables it.
     variance_weight: float = 0.0
+    # Weight of a squared hinge on the online embeddings' mean pairwise cosine above the input features' own:
+    # VICReg's terms leave the embeddings free to share one large mean direction (mean cosine 0.8 against
+    # 0.4 for the input), which this penalises; 0 disables it.
+    spread_weight: float = 0.0
     # A warning is logged when the embeddings' mean pairwise cosine rises above this (collapse).
     collapse_cosine: float = 0.8
 
@@ -545,6 +549,7 @@ def validate(cfg: Config) -> None:
            f"must be a non-empty list of values >= 1, got {list(r.hops_candidates)}")
     _check(r.steps_per_epoch >= 1, "refine.steps_per_epoch", f"must be >= 1, got {r.steps_per_epoch}")
     _check(r.variance_weight >= 0, "refine.variance_weight", f"must be >= 0, got {r.variance_weight}")
+    _check(r.spread_weight >= 0, "refine.spread_weight", f"must be >= 0, got {r.spread_weight}")
     _check(len(r.num_neighbors) == r.num_layers, "refine.num_neighbors",
            f"needs one fan-out per layer ({r.num_layers}), got {list(r.num_neighbors)}")
 

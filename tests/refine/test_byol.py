@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sslgraph.refine.byol import GraphBYOL, GraphView, byol_loss
+from sslgraph.refine.byol import GraphBYOL, GraphView, batch_mean_cosine, byol_loss, spread_loss
+from sslgraph.refine.collapse import mean_pairwise_cosine
 from sslgraph.refine.encoders import GNNEncoder
 
 
@@ -88,3 +89,42 @@ def test_embed_uses_online_encoder_in_eval_mode() -> None:
 def test_predictor_width_must_match_projector() -> None:
     with pytest.raises(ValueError, match="predictor_dim"):
         GraphBYOL(GNNEncoder(5, hidden_dim=6), projector_dim=4, predictor_dim=8)
+
+
+def test_batch_mean_cosine_hand_values_and_the_collapse_statistic() -> None:
+    # Rows (1, 0), (0, 1), (1, 1): cosines 0, 1/sqrt(2), 1/sqrt(2) -> mean sqrt(2) / 3.
+    h = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    torch.testing.assert_close(batch_mean_cosine(h), torch.tensor(math.sqrt(2) / 3))
+    x = torch.randn(50, 7, generator=torch.Generator().manual_seed(0))
+    assert float(batch_mean_cosine(x)) == pytest.approx(mean_pairwise_cosine(x, sample=None), abs=1e-6)
+
+
+def test_spread_loss_is_zero_while_as_spread_as_the_input_and_pulls_a_collapsing_embedding_apart() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 6, generator=gen).relu() + 0.1  # non-negative, like pooled backbone features
+    assert float(spread_loss(x, x)) == 0.0
+    assert float(spread_loss(torch.randn(40, 6, generator=gen), x)) == 0.0  # more spread than x: no penalty
+    folded = (x + 5.0).requires_grad_(True)  # one shared offset: mean cosine near 1
+    loss = spread_loss(folded, x)
+    expected = (batch_mean_cosine(x + 5.0) - batch_mean_cosine(x)) ** 2
+    torch.testing.assert_close(loss, expected.detach())
+    loss.backward()
+    step = folded - 1.0 * folded.grad  # a gradient step lowers the mean cosine
+    assert float(batch_mean_cosine(step)) < float(batch_mean_cosine(folded))
+
+
+def test_spread_weight_adds_the_spread_terms_of_both_views() -> None:
+    v1, v2 = make_views()
+    plain = make_model()
+    torch.manual_seed(0)
+    spread = GraphBYOL(GNNEncoder(5, kind="gcn", num_layers=2, hidden_dim=6, jk="max"), projector_dim=4,
+                       predictor_dim=4, spread_weight=3.0)
+    spread.load_state_dict(plain.state_dict())
+    nodes = torch.tensor([0, 2, 3, 7])
+    h1 = plain.encoder(v1.x, v1.edge_index, v1.edge_weight)[nodes]
+    h2 = plain.encoder(v2.x, v2.edge_index, v2.edge_weight)[nodes]
+    extra = 3.0 * (spread_loss(h1, v1.x[nodes]) + spread_loss(h2, v2.x[nodes]))
+    assert float(extra) > 0  # the term is active on these views
+    torch.testing.assert_close(spread(v1, v2, nodes=nodes), plain(v1, v2, nodes=nodes) + extra)
+    with pytest.raises(ValueError, match="spread_weight"):
+        GraphBYOL(GNNEncoder(5, kind="gcn", hidden_dim=6), projector_dim=4, predictor_dim=4, spread_weight=-1.0)

@@ -20,11 +20,11 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,8 @@ from sslgraph.config import DataConfig, data_root_given, resolve_data_root
 from sslgraph.errors import DataError, UnreadableImagesError
 from sslgraph.utils.io import CheckpointError, atomic_save, safe_load
 from sslgraph.utils.misc import progress as progress_bar
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -659,6 +661,32 @@ def _read_cache(path: Path, key: str, n: int) -> tuple[torch.Tensor, torch.Tenso
     return None if content is None else (content["images"], content["keep"])
 
 
+def _find_or_build(cfg: DataConfig, root: Path, name: str, *, what: str, read: Callable[[Path], _T | None],
+                   build: Callable[[], _T], content: Callable[[_T], dict[str, object] | None]) -> _T:
+    """The cache file ``name`` from the first cache folder where ``read`` accepts it; else ``build`` it and
+    save ``content`` of it in the first writable folder, under a file lock, so that processes starting
+    together build it once (the others find it when they get the lock)."""
+    candidates = _cache_dirs(cfg, root)
+    for folder in candidates:
+        found = read(folder / name)
+        if found is not None:
+            return found
+    target_dir = _writable_dir(candidates)
+    if target_dir is None:
+        logger.warning("no writable cache folder among %s (data.cache_dir); the %s is kept in memory only",
+                       [str(c) for c in candidates], what)
+        return build()
+    with _file_lock(target_dir / f"{name}.lock"):
+        found = read(target_dir / name)
+        if found is not None:
+            return found
+        built = build()
+        saved = content(built)
+        if saved is not None:
+            _save_cache(saved, target_dir / name)
+        return built
+
+
 def _cached_images(
     cfg: DataConfig, root: Path, split_dir: Path, classes: list[str], paths: list[str], *, show_progress: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -668,25 +696,16 @@ def _cached_images(
     size and ``data.cache`` is ``auto``.
     """
     key = _cache_key(root, split_dir, classes, paths)
-    name = f"{split_dir.name}-{key[:20]}.pt"
-    candidates = _cache_dirs(cfg, root)
-    for folder in candidates:
-        found = _read_cache(folder / name, key, len(paths))
-        if found is not None:
-            return found
-    target_dir = _writable_dir(candidates)
-    if target_dir is None:
-        logger.warning("no writable cache folder among %s (data.cache_dir); decoded images are kept in memory only",
-                       [str(c) for c in candidates])
-        return _decode_for_cache(cfg, paths, show_progress=show_progress)
-    with _file_lock(target_dir / f"{name}.lock"):
-        found = _read_cache(target_dir / name, key, len(paths))
-        if found is not None:
-            return found
-        images, keep = _decode_for_cache(cfg, paths, show_progress=show_progress)
-        if images is not None and keep is not None:
-            _save_cache({"format": _CACHE_FORMAT, "key": key, "images": images, "keep": keep}, target_dir / name)
-        return images, keep
+
+    def content(built: tuple[torch.Tensor | None, torch.Tensor | None]) -> dict[str, object] | None:
+        images, keep = built
+        if images is None or keep is None:
+            return None
+        return {"format": _CACHE_FORMAT, "key": key, "images": images, "keep": keep}
+
+    return _find_or_build(cfg, root, f"{split_dir.name}-{key[:20]}.pt", what="decoded split",
+                          read=lambda path: _read_cache(path, key, len(paths)),
+                          build=lambda: _decode_for_cache(cfg, paths, show_progress=show_progress), content=content)
 
 
 def _save_cache(content: dict[str, object], path: Path) -> None:
@@ -707,21 +726,10 @@ def _cached_scan(
     if cfg.cache == "never":
         return _scan_readable(paths, show_progress=show_progress)
     key = _cache_key(root, split_dir, classes, paths)
-    name = f"{split_dir.name}-{key[:20]}.scan.pt"
-    candidates = _cache_dirs(cfg, root)
-    for folder in candidates:
-        found = _read_scan(folder / name, key, len(paths))
-        if found is not None:
-            return found
-    target_dir = _writable_dir(candidates)
-    if target_dir is None:
-        return _scan_readable(paths, show_progress=show_progress)
-    with _file_lock(target_dir / f"{name}.lock"):
-        found = _read_scan(target_dir / name, key, len(paths))
-        if found is None:
-            found = _scan_readable(paths, show_progress=show_progress)
-            _save_cache({"format": _CACHE_FORMAT, "key": key, "keep": found}, target_dir / name)
-        return found
+    return _find_or_build(cfg, root, f"{split_dir.name}-{key[:20]}.scan.pt", what="readability scan",
+                          read=lambda path: _read_scan(path, key, len(paths)),
+                          build=lambda: _scan_readable(paths, show_progress=show_progress),
+                          content=lambda keep: {"format": _CACHE_FORMAT, "key": key, "keep": keep})
 
 
 def _read_scan(path: Path, key: str, n: int) -> torch.Tensor | None:

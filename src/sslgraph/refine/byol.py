@@ -52,6 +52,24 @@ def variance_covariance_loss(h: Tensor, *, eps: float = 1e-4) -> Tensor:
     return variance + off_diagonal.pow(2).sum() / h.shape[1]
 
 
+def batch_mean_cosine(h: Tensor) -> Tensor:
+    """Mean cosine over the pairs of distinct rows of ``h`` ``[N >= 2, d]``, differentiable:
+    ``(|sum_i u_i|^2 - N) / (N (N - 1))`` with ``u_i`` the L2-normalised rows."""
+    n = h.shape[0]
+    if n < 2:
+        return h.new_zeros(())
+    total = F.normalize(h, dim=1).sum(dim=0)
+    return (total @ total - n) / (n * (n - 1))
+
+
+def spread_loss(h: Tensor, x: Tensor) -> Tensor:
+    """``relu(cos(h) - cos(x))^2`` with ``cos`` the batch mean pairwise cosine: zero while the embeddings are
+    spread at least as widely as the input features ``x``, growing as they fold onto a common direction."""
+    with torch.no_grad():
+        target = batch_mean_cosine(x.float())
+    return F.relu(batch_mean_cosine(h) - target).pow(2)
+
+
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """Per-row ``2 - 2 cos(p, z)``: 0 for aligned vectors, 2 for orthogonal ones, 4 for opposite ones."""
     return 2.0 - 2.0 * (F.normalize(p, dim=-1) * F.normalize(z, dim=-1)).sum(dim=-1)
@@ -61,12 +79,15 @@ class GraphBYOL(nn.Module):
     """Online encoder + projector (Linear-ReLU) + predictor (Linear-BatchNorm-ReLU); EMA target of E and P."""
 
     def __init__(self, encoder: GNNEncoder, *, projector_dim: int, predictor_dim: int,
-                 variance_weight: float = 0.0) -> None:
+                 variance_weight: float = 0.0, spread_weight: float = 0.0) -> None:
         super().__init__()
-        if variance_weight < 0:
-            raise ValueError(f"GraphBYOL: variance_weight must be >= 0, got {variance_weight}")
-        # Weight of :func:`variance_covariance_loss` on the online encoder's embeddings of both views.
+        if variance_weight < 0 or spread_weight < 0:
+            raise ValueError(f"GraphBYOL: variance_weight and spread_weight must be >= 0, got {variance_weight}, "
+                             f"{spread_weight}")
+        # Weights of :func:`variance_covariance_loss` and :func:`spread_loss` on the online encoder's
+        # embeddings of both views.
         self.variance_weight = float(variance_weight)
+        self.spread_weight = float(spread_weight)
         # The online embeddings of view 1 in the last forward pass (detached), for collapse monitoring.
         self.last_embeddings: Tensor | None = None
         if predictor_dim != projector_dim:
@@ -119,6 +140,12 @@ class GraphBYOL(nn.Module):
         loss = (byol_loss(p1, z2) + byol_loss(p2, z1)).mean()
         if self.variance_weight > 0:
             loss = loss + self.variance_weight * (variance_covariance_loss(h1) + variance_covariance_loss(h2))
+        if self.spread_weight > 0:
+            # The embedded rows are ``nodes`` of a full view, or the first rows of a sampled subgraph (its seeds).
+            def inputs(view: GraphView, h: Tensor) -> Tensor:
+                return view.x[nodes] if nodes is not None else view.x[:h.shape[0]]
+
+            loss = loss + self.spread_weight * (spread_loss(h1, inputs(view1, h1)) + spread_loss(h2, inputs(view2, h2)))
         return loss
 
     @torch.no_grad()

@@ -165,7 +165,7 @@ def build_model(in_dim: int, cfg: RefineConfig) -> GraphBYOL:
                          jk=cfg.jk, dropout=cfg.dropout, residual=cfg.residual, norm=cfg.norm,
                          activation=cfg.activation, use_edge_weight=cfg.use_edge_weight, alpha=cfg.alpha)
     return GraphBYOL(encoder, projector_dim=cfg.projector_dim, predictor_dim=cfg.predictor_dim,
-                     variance_weight=cfg.variance_weight)
+                     variance_weight=cfg.variance_weight, spread_weight=cfg.spread_weight)
 
 
 @dataclass
@@ -403,7 +403,8 @@ def refine_graphs(teacher: Data, student: Data, cfg: RefineConfig, *, device: to
             warned_collapse = True  # once per run: the log records every epoch's statistics
             warnings.warn(f"refinement epoch {epoch}: the embeddings are collapsing (mean pairwise cosine "
                           f"{stats['mean_cosine']:.2f} > refine.collapse_cosine={cfg.collapse_cosine}, effective "
-                          f"rank {stats['effective_rank']:.1f}); raise refine.variance_weight or refine.alpha",
+                          f"rank {stats['effective_rank']:.1f}); raise refine.spread_weight, refine.variance_weight "
+                          f"or refine.alpha",
                           RuntimeWarning, stacklevel=2)
         if log_path is not None:
             append_jsonl(log_path, {"epoch": epoch, "loss": epoch_loss,
