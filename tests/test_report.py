@@ -179,6 +179,17 @@ def test_verdict_compares_the_trained_gnn_with_propagation():
     assert line.endswith("; against parameter-free propagation it is +1.0 kNN20 points / +1.0 ± 0.28 probe points.")
 
 
+def test_verdict_says_when_the_rule_kept_the_raw_features():
+    metrics = _ablation(propagated=(40.5, 50.0, 0.2))
+    metrics["nodes"]["propagation"] = {"alpha": 1.0, "hops": 0}
+    line = _verdict(metrics)
+    assert line.startswith("Parameter-free propagation is mixed on these graphs: +0.50 kNN20 points (a gain)")
+    assert line.endswith("; the label-free rule kept the raw features (alpha 1, no hop), so the difference is "
+                         "their standardisation alone.")
+    metrics["nodes"]["propagation"] = {"alpha": 0.5, "hops": 2}
+    assert "standardisation" not in _verdict(metrics)
+
+
 def test_verdict_uses_per_refinement_seed_results_where_present():
     metrics = _ablation(refined=(99.0, 99.0, 0.0))
     metrics["nodes"]["feature_sets"]["refined"]["per_seed"] = [

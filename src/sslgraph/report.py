@@ -463,6 +463,10 @@ def verdict(inputs: ReportInputs) -> str:
         words = {"gain": "a gain", "loss": "a loss", "tie": "within the spread"}
         parts = " / ".join(f"{g.text()} {metric} points ({words[g.outcome]})" for metric, g in gains.items())
         line = f"{subject} is mixed on these graphs: {parts} against raw features{suffix}."
+    propagation = sub(nodes, "propagation")
+    if not trained and (propagation.get("alpha") == 1.0 or propagation.get("hops") == 0):
+        line = line[:-1] + ("; the label-free rule kept the raw features (alpha 1, no hop), so the difference is "
+                            "their standardisation alone.")
     if trained and "propagated" in rows:
         versus = {metric: g for metric, g in ((k, gain(target.knn, rows["propagated"].knn)),
                                               ("probe", gain(target.probe, rows["propagated"].probe)))
