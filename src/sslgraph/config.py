@@ -144,8 +144,9 @@ class OptimConfig:
     sgd_momentum: float = 0.9
     # NT-Xent temperature of method.objective=simclr.
     contrastive_temperature: float = 0.2
-    # Train for this many minutes of training steps instead of optim.epochs: the first steps are timed and the
-    # schedules are laid over the number of steps that fit (stored in the checkpoint, so a resume is exact).
+    # Train for this many minutes of training steps instead of optim.epochs: the first steps are timed, the
+    # schedules are laid over the number of steps that fit, and each epoch end re-plans the rest from that
+    # epoch's pace (the plan is stored in the checkpoint, so a resume rebuilds the same schedules).
     budget_minutes: Optional[float] = None
     # Also checkpoint in the middle of an epoch once this many minutes passed since the last checkpoint, so a
     # kill without warning (kill -9, a lost node) costs at most that much work (null: only at epoch ends).
