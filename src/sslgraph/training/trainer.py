@@ -180,8 +180,9 @@ class Trainer:
 
     def _replan_budget(self, *, epoch: int, seconds: float) -> None:
         """After ``epoch`` (its steps took ``seconds``): fit the rest of the run into what is left of the budget
-        at that epoch's pace. The first steps' calibration underestimates a long run's pace (caches warm up,
-        the graph's bank fills), so a budget planned once overran by 13 % on a 2-core CPU."""
+        at that epoch's pace. The first steps' calibration misjudges a long run's pace either way on a 2-core
+        CPU (618 ms calibrated against about 700 later in one run, 770 against 618 in another), and the pace
+        drifts within a run. A resumed epoch counts only the seconds after the resume."""
         if self.cfg.optim.budget_minutes is None or not self._calibrated:
             return
         done = min((epoch + 1) * self.iters_per_epoch, self.total_iters)
@@ -330,7 +331,7 @@ class Trainer:
             self.method.on_train_start(self)
 
         epoch = self.start_epoch
-        while epoch < self.epochs:  # with a budget, the first epoch fixes how many there are
+        while epoch < self.epochs:  # with a budget, each epoch's end may change how many there are
             record = self.train_one_epoch(epoch)
             self._replan_budget(epoch=epoch, seconds=record["epoch_seconds"])
             record.update(self.method.on_epoch_end(self, epoch=epoch))
