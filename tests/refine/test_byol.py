@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sslgraph.refine.byol import GraphBYOL, GraphView, batch_mean_cosine, byol_loss, spread_loss
-from sslgraph.refine.collapse import mean_pairwise_cosine
+from sslgraph.refine.byol import GraphBYOL, GraphView, byol_loss, spread_loss
+from sslgraph.refine.collapse import batch_mean_cosine, mean_pairwise_cosine
 from sslgraph.refine.encoders import GNNEncoder
 
 

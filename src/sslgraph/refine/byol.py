@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslgraph.refine.collapse import batch_mean_cosine
 from sslgraph.refine.encoders import GNNEncoder
 
 
@@ -50,16 +51,6 @@ def variance_covariance_loss(h: Tensor, *, eps: float = 1e-4) -> Tensor:
     cov = centred.T @ centred / (h.shape[0] - 1)
     off_diagonal = cov - torch.diag(torch.diagonal(cov))
     return variance + off_diagonal.pow(2).sum() / h.shape[1]
-
-
-def batch_mean_cosine(h: Tensor) -> Tensor:
-    """Mean cosine over the pairs of distinct rows of ``h`` ``[N >= 2, d]``, differentiable:
-    ``(|sum_i u_i|^2 - N) / (N (N - 1))`` with ``u_i`` the L2-normalised rows."""
-    n = h.shape[0]
-    if n < 2:
-        return h.new_zeros(())
-    total = F.normalize(h, dim=1).sum(dim=0)
-    return (total @ total - n) / (n * (n - 1))
 
 
 def spread_loss(h: Tensor, x: Tensor) -> Tensor:

@@ -24,15 +24,22 @@ def _rows(z: Tensor, sample: int | None, seed: int) -> Tensor:
     return z
 
 
+def batch_mean_cosine(h: Tensor) -> Tensor:
+    """Mean cosine over the pairs of distinct rows of ``h`` ``[N, d]``, differentiable (0 for fewer than two
+    rows), from one sum: ``sum_{i != j} <u_i, u_j> = |sum_i u_i|^2 - sum_i |u_i|^2`` with ``u_i`` the
+    L2-normalised rows."""
+    n = h.shape[0]
+    if n < 2:
+        return h.new_zeros(())
+    u = F.normalize(h, dim=1)
+    total = u.sum(dim=0)
+    return (total @ total - (u * u).sum()) / (n * (n - 1))
+
+
 @torch.no_grad()
 def mean_pairwise_cosine(z: Tensor, *, sample: int | None = 4096, seed: int = 0) -> float:
     """Mean cosine similarity over all pairs of distinct rows (of a random sample of ``sample`` rows)."""
-    z = F.normalize(_rows(z, sample, seed), dim=1)
-    n = z.shape[0]
-    total = z.sum(dim=0)
-    # sum_{i != j} <z_i, z_j> = |sum_i z_i|^2 - sum_i |z_i|^2
-    off_diagonal = float(total @ total) - float((z * z).sum())
-    return off_diagonal / (n * (n - 1))
+    return float(batch_mean_cosine(_rows(z, sample, seed)))
 
 
 @torch.no_grad()
