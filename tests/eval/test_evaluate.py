@@ -14,6 +14,7 @@ from sslgraph.eval.evaluate import evaluate_backbones, evaluate_node_features, j
 from sslgraph.eval.knn import knn_accuracy
 from sslgraph.eval.linear import logistic_regression_probe
 from sslgraph.models.network import build_network
+from sslgraph.refine.train import propagate_graphs
 
 NUM_TRAIN, NUM_TEST, CLASSES = 24, 12, 3
 CPU = torch.device("cpu")
@@ -167,3 +168,24 @@ def test_a_resnet_probe_reuses_the_teachers_features_instead_of_embedding_again(
                                 test_set=build_dataset(cfg.data, "test"), cfg=cfg, device=CPU, progress=False)
     assert seen == {"teacher": 12, "student": 12}  # 8 training + 4 held-out images, once each
     assert "dim 512" in result["feature_sets"]["teacher"]["linear_probe"]["protocol"]["input"]
+
+
+def test_propagation_without_hops_shares_the_raw_probe_because_its_input_is_the_same():
+    teacher, student, _ = node_graphs()
+    cfg = _config()
+    cfg.refine.alpha, cfg.refine.hops = 1.0, 0
+    result = evaluate_node_features(teacher, student, refined=None, cfg=cfg, device=CPU)
+    sets = result["feature_sets"]
+    assert result["propagation"]["hops"] == 0
+    shared = sets["propagated"]["logistic_regression"]
+    assert shared["same_input_as"] == "raw"
+    assert {k: v for k, v in shared.items() if k != "same_input_as"} == sets["raw"]["logistic_regression"]
+    # what the shortcut stands for: probing the propagated features themselves gives the raw numbers
+    propagated = propagate_graphs(teacher, student, cfg.refine).embeddings
+    direct = logistic_regression_probe(propagated, teacher.y, teacher.train_mask, teacher.test_mask,
+                                       lr=cfg.eval.probe_lr, steps=cfg.eval.probe_steps, seeds=cfg.eval.probe_seeds)
+    assert direct["accuracies"] == pytest.approx(shared["accuracies"])
+    # with hops the probe runs on the propagated features
+    cfg.refine.alpha, cfg.refine.hops = 0.5, 2
+    result = evaluate_node_features(teacher, student, refined=None, cfg=cfg, device=CPU)
+    assert "same_input_as" not in result["feature_sets"]["propagated"]["logistic_regression"]

@@ -31,7 +31,9 @@ def _xavier_linear(seed: int, in_dim: int, out_dim: int) -> nn.Linear:
     return model
 
 
-def _independent_runs(feats, labels, train_mask, test_mask, *, seeds, steps, lr):
+def _independent_runs(feats, labels, train_mask, test_mask, *, seeds, steps, lr, losses=None):
+    """One autograd-trained ``nn.Linear`` per seed (the brute-force reference); ``losses`` collects each
+    seed's final training loss."""
     expected = []
     for seed in range(seeds):
         model = _xavier_linear(seed, feats.shape[1], 3)
@@ -42,6 +44,8 @@ def _independent_runs(feats, labels, train_mask, test_mask, *, seeds, steps, lr)
             opt.step()
         pred = model(feats[test_mask]).argmax(1)
         expected.append(100.0 * (pred == labels[test_mask]).float().mean().item())
+        if losses is not None:
+            losses.append(F.cross_entropy(model(feats[train_mask]), labels[train_mask]).item())
     return expected
 
 
@@ -50,8 +54,11 @@ def test_reference_probe_matches_independent_xavier_runs_on_raw_features():
     feats = feats * 7 + 2
     train_mask, test_mask = _masks(36, 24)
     out = reference_logistic_probe(feats, labels, train_mask, test_mask, lr=0.05, steps=30, seeds=3)
-    expected = _independent_runs(feats, labels, train_mask, test_mask, seeds=3, steps=30, lr=0.05)
+    losses: list[float] = []
+    expected = _independent_runs(feats, labels, train_mask, test_mask, seeds=3, steps=30, lr=0.05, losses=losses)
     assert out["accuracies"] == pytest.approx(expected)
+    # the probe's closed-form gradient follows autograd's trajectory: same loss after 30 Adam steps
+    assert out["protocol"]["final_train_loss"] == pytest.approx(sum(losses) / 3, rel=1e-4)
     assert out["mean"] == pytest.approx(sum(expected) / 3)
     assert out["protocol"]["seeds"] == 3 and out["protocol"]["num_test"] == 12
     assert out["protocol"]["steps"] == 30 and out["protocol"]["features"] == "as given"

@@ -10,7 +10,9 @@ import torch
 from torch_geometric.data import Data
 
 from sslgraph.config import Config, to_dict
+from sslgraph.data import EvalDataset, build_dataset, eval_transform
 from sslgraph.errors import GraphFileError
+from sslgraph.eval.features import extract_features, feature_record, feature_settings, network_fingerprint
 from sslgraph.graph.export import save_graph, save_refined
 from sslgraph.models.network import build_network
 from sslgraph.run import RunDir
@@ -96,6 +98,46 @@ def test_backbones_come_from_the_checkpoint(tmp_path: Path) -> None:
     backbones = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
     assert backbones["splits"] == {"train": 8, "test": 4}
     assert backbones["feature_sets"]["teacher"]["knn"] == backbones["feature_sets"]["student"]["knn"]
+    assert set(backbones["feature_sources"].values()) == {"embedded"}
+
+
+def test_backbone_features_left_by_pretraining_are_reused_only_for_the_same_networks(tmp_path: Path) -> None:
+    cfg = _config()
+    cfg.optim.precision = "fp32"
+    cfg.data.dataset, cfg.data.root, cfg.data.num_workers = "imagefolder", str(tmp_path / "data"), 0
+    cfg.model.backbone, cfg.model.out_dim, cfg.model.head_hidden_dim = "vit_mini", 16, 32
+    cfg.model.head_bottleneck_dim = 8
+    _image_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    network = build_network(cfg, drop_path_rate=0.0)
+    run = RunDir(tmp_path / "run")
+    atomic_save({"config": to_dict(cfg), "teacher": network.state_dict(), "student": network.state_dict()},
+                run.checkpoint)
+    fresh = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
+
+    # What pretraining leaves: the same networks' outputs on the same clean images.
+    backbone = network.backbone.eval()
+    sets = {split: build_dataset(cfg.data, split) for split in ("train", "test")}
+    outputs = {split: extract_features(backbone, EvalDataset(base, eval_transform(cfg.data)), batch_size=4,
+                                       device=CPU, progress=False) for split, base in sets.items()}
+    settings = feature_settings(cfg.data, train_set=sets["train"], test_set=sets["test"], amp_dtype=None)
+    prints = {"teacher": network_fingerprint(backbone), "student": network_fingerprint(backbone)}
+    run.write_features(feature_record({"teacher": outputs, "student": outputs}, networks=prints,
+                                      settings=settings))
+    reused = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
+    assert set(reused["feature_sources"].values()) == {str(run.features)}
+    assert reused["feature_sets"] == fresh["feature_sets"]
+
+    # The student moves on (another checkpoint): its features are embedded again, the teacher's still reused.
+    moved = build_network(cfg, drop_path_rate=0.0).state_dict()
+    atomic_save({"config": to_dict(cfg), "teacher": network.state_dict(), "student": moved}, run.checkpoint)
+    mixed = evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]
+    assert mixed["feature_sources"] == {"teacher/train": str(run.features), "teacher/test": str(run.features),
+                                        "student/train": "embedded", "student/test": "embedded"}
+    # An unreadable features file is only a missed shortcut.
+    run.features.write_bytes(b"not a torch file")
+    assert set(evaluate_run(run, cfg, device=CPU, progress=False)["backbones"]["feature_sources"].values()) == {
+        "embedded"}
 
 
 def test_parameter_free_refinement_is_reused_as_the_propagation_baseline(tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import sslgraph.training.objectives as objectives_module
 import sslgraph.training.trainer as trainer_module
 from sslgraph.config import Config, load_config
 from sslgraph.errors import ConfigError, NonFiniteLossError
+from sslgraph.eval.features import network_fingerprint
 from sslgraph.training import MemorySink, Trainer
 from sslgraph.utils.misc import native_bf16
 from tests.conftest import tiny_overrides
@@ -91,6 +93,19 @@ def test_fit_hands_records_checkpoints_and_graphs_to_the_sink(image_root: Path) 
     assert sink.checkpoint is not None and sink.checkpoint["epoch"] == 2
     assert set(sink.graphs) == {"teacher", "student"}
     assert sink.graphs["teacher"].num_nodes == 64 + 40
+    # The clean features embedded for the monitor and the graphs go to the sink too, unnormalised, with the
+    # fingerprints of the networks that made them; the graphs hold the same features, L2-normalised.
+    record = sink.features
+    assert record is not None and set(record["features"]) == {"teacher", "student"}
+    for stream in ("teacher", "student"):
+        network = (trainer.teacher if stream == "teacher" else trainer.student).backbone
+        assert record["networks"][stream] == network_fingerprint(network)
+        train, test = record["features"][stream]["train"], record["features"][stream]["test"]
+        assert train.shape == (64, trainer.embed_dim) and test.shape[0] == 40
+        assert not torch.allclose(train.norm(dim=1), torch.ones(64))
+        graph = sink.graphs[stream]
+        torch.testing.assert_close(graph.x, F.normalize(torch.cat([train, test]), dim=1))
+    assert record["settings"]["train"]["size"] == 64 and "Normalize" in record["settings"]["transform"]
 
 
 def test_restored_state_continues_exactly_like_an_uninterrupted_run(image_root: Path) -> None:

@@ -61,27 +61,44 @@ def _feature_fn(module: Callable[[Tensor], Tensor], cfg: Config, device: torch.d
 
 
 def evaluate_backbones(teacher: Backbone, student: Backbone, *, train_set: ImageDataset, test_set: ImageDataset,
-                       cfg: Config, device: torch.device, progress: bool = True) -> dict[str, Any]:
-    """kNN of the teacher and student backbones and the teacher's linear probe, on clean images."""
+                       cfg: Config, device: torch.device, progress: bool = True,
+                       known_features: dict[str, dict[str, Tensor]] | None = None,
+                       known_source: str = "known features") -> dict[str, Any]:
+    """kNN of the teacher and student backbones and the teacher's linear probe, on clean images.
+
+    ``known_features[stream][split]`` are these very backbones' outputs on these clean images, computed before
+    (pretraining's last pass, :func:`sslgraph.eval.features.matching_features`); they are used instead of
+    embedding the images again, and ``feature_sources`` in the result says where each set came from."""
     bases = {"train": train_set, "test": test_set}
     sets = {split: EvalDataset(base, eval_transform(cfg.data)) for split, base in bases.items()}
     labels = {split: base.targets.to(device) for split, base in bases.items()}
+    known = known_features or {}
+    sources: dict[str, str] = {}
 
     def features(module: Callable[[Tensor], Tensor], split: str, desc: str) -> Tensor:
         return extract_features(_feature_fn(module, cfg, device), sets[split],
                                 batch_size=cfg.monitor.eval_batch_size, device=device,
                                 num_workers=cfg.data.num_workers, progress=progress, desc=desc)
 
+    def backbone_features(name: str, backbone: Backbone, split: str) -> Tensor:
+        given = known.get(name, {}).get(split)
+        if given is not None and given.shape[0] == len(bases[split]):
+            sources[f"{name}/{split}"] = known_source
+            return given.to(device=device, dtype=torch.float32)
+        sources[f"{name}/{split}"] = "embedded"
+        return features(backbone, split, f"{name} {split}")
+
     result: dict[str, Any] = {
         "splits": {split: len(base) for split, base in bases.items()},
         "knn_protocol": knn_protocol(cfg, train="training images (clean)", test="held-out images (clean)"),
         "feature_sets": {},
+        "feature_sources": sources,
     }
     blocks = cfg.eval.backbone_probe_blocks
     probe_is_forward = cfg.eval.backbone_probe and teacher.probe_is_forward(blocks)
     kept: tuple[Tensor, Tensor] | None = None  # the teacher's features, when the probe reads the same ones
     for name, backbone in (("teacher", teacher), ("student", student)):
-        train, test = features(backbone, "train", f"{name} train"), features(backbone, "test", f"{name} test")
+        train, test = backbone_features(name, backbone, "train"), backbone_features(name, backbone, "test")
         result["feature_sets"][name] = {
             "dim": int(train.shape[1]),
             "knn": _knn(train, labels["train"], test, labels["test"], cfg),
@@ -158,8 +175,14 @@ def evaluate_node_features(teacher: Data, student: Data, *, refined: Tensor | No
         x = feats.to(device=device, dtype=torch.float32)
         entry: dict[str, Any] = {"dim": int(x.shape[1]), "knn": _knn(x[train_mask], y[train_mask], x[test_mask],
                                                                        y[test_mask], cfg)}
-        if name in probed:
+        if name == "propagated" and result["propagation"]["hops"] == 0:
+            # No hop: these are the raw features standardised per column, which is where the probe starts from
+            # anyway, so its input and result are the raw features' own.
+            entry["logistic_regression"] = {**copy.deepcopy(result["feature_sets"]["raw"]["logistic_regression"]),
+                                            "same_input_as": "raw"}
+        elif name in probed:
             entry["logistic_regression"] = _node_probe(x, y, train_mask, test_mask, cfg=cfg, device=device)
+        if name in probed:
             if cfg.eval.reference_probe:
                 entry["reference_logistic_regression"] = reference_logistic_probe(
                     x, y, train_mask, test_mask, seeds=cfg.eval.probe_seeds, device=device)

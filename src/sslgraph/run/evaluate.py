@@ -1,7 +1,9 @@
 """Evaluation stage: everything a run directory holds, measured and written to ``metrics.json``.
 
 Each part is skipped, with the reason recorded, when its input is absent: the backbones need
-``checkpoint.pt``, the node features need ``graphs/*.pt`` (and ``refined.pt`` for the refined rows).
+``checkpoint.pt``, the node features need ``graphs/*.pt`` (and ``refined.pt`` for the refined rows). The
+backbones' clean features are taken from ``features.pt`` where it holds those of exactly these networks on
+these images (pretraining embedded them for its kNN monitor and graphs), and embedded otherwise.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import torch
 from sslgraph.config import Config
 from sslgraph.data import build_dataset
 from sslgraph.eval.evaluate import evaluate_backbones, evaluate_node_features, json_safe
+from sslgraph.eval.features import feature_settings, matching_features, network_fingerprint
 from sslgraph.refine.encoders import PARAMETER_FREE_KINDS
 from sslgraph.run.rundir import RunDir
 from sslgraph.training.checkpoint import NETWORK_KEYS, load_checkpoint, pretrained_backbones
 from sslgraph.utils import dist
+from sslgraph.utils.misc import autocast_dtype
 
 
 def backbones_part(run: RunDir, cfg: Config, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
@@ -29,8 +33,15 @@ def backbones_part(run: RunDir, cfg: Config, *, device: torch.device, progress: 
     _, teacher, student = pretrained_backbones(state, device=device)
     del state
     train_set, test_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "test")
+    record = run.read_features()
+    known = {}
+    if record is not None:
+        settings = feature_settings(cfg.data, train_set=train_set, test_set=test_set,
+                                    amp_dtype=autocast_dtype(cfg.optim.precision, device))
+        known = matching_features(record, networks={"teacher": network_fingerprint(teacher),
+                                                    "student": network_fingerprint(student)}, settings=settings)
     return evaluate_backbones(teacher, student, train_set=train_set, test_set=test_set, cfg=cfg, device=device,
-                              progress=progress)
+                              progress=progress, known_features=known, known_source=str(run.features))
 
 
 def nodes_part(run: RunDir, cfg: Config, *, device: torch.device) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Export stage: rewrite ``graphs/*.pt`` from a finished run's checkpoint, e.g. with other
 ``method.export_*`` settings. It restores the trainer and runs the method's end-of-training hook again, which
-is what writes the graphs at the end of pretraining.
+is what writes the graphs (and the clean features evaluation reuses) at the end of pretraining.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def export_graphs(run: RunDir, cfg: Config, *, device: torch.device) -> list[Pat
     try:
         trainer = Trainer(cfg, device=device, sink=sink)
         restore_state(trainer, checkpoint)
-        trainer.method.on_train_end(trainer)
+        trainer.finish()
     finally:
         sink.close()
     return run.graph_paths

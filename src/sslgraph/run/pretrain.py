@@ -1,5 +1,6 @@
-"""Stage A in a run directory: ``config.yaml``, ``log.jsonl`` + TensorBoard, ``checkpoint.pt`` and, for a method
-that keeps graphs, ``graphs/*.pt`` (written by the method's end-of-training hook through :class:`RunDirSink`).
+"""Stage A in a run directory: ``config.yaml``, ``log.jsonl`` + TensorBoard, ``checkpoint.pt``, ``features.pt``
+(the final networks' clean features, for evaluation) and, for a method that keeps graphs, ``graphs/*.pt``
+(written by the method's end-of-training hook through :class:`RunDirSink`).
 
 Under ``torchrun`` every process calls :func:`pretrain`; only the main process writes, holding the run's lock
 file. The checkpoint also records a fingerprint of the data set, and resuming on another data set is refused.
@@ -59,6 +60,9 @@ class RunDirSink:
 
     def save_graphs(self, graphs: dict[str, Data]) -> list[Path]:
         return [save_graph(data, self.run.graph(stream)) for stream, data in graphs.items()]
+
+    def save_features(self, record: dict[str, Any]) -> None:
+        self.run.write_features(record)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -7,6 +7,7 @@ RUN/
   tb/                  TensorBoard scalars
   checkpoint.pt        latest pretraining state, written atomically every epoch (and mid-epoch on a stop
                        signal or every optim.checkpoint_every_minutes)
+  features.pt          the final backbones' clean features (evaluation reuses them)  pretrain or export
   graphs/teacher.pt    torch_geometric Data per stream (see sslgraph.graph.export)    pretrain or export
   graphs/student.pt
   refine_checkpoint.pt refinement state while it runs (removed when it finishes)      refine
@@ -28,6 +29,7 @@ Only this module names these files; the stage modules next to it read and write 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +41,10 @@ from torch_geometric.data import Data
 from sslgraph.config import Config, to_yaml
 from sslgraph.errors import CheckpointError, ConfigError, GraphFileError
 from sslgraph.graph.export import load_graph_pair, load_refined
-from sslgraph.utils.io import atomic_write_text, read_jsonl
+from sslgraph.utils.io import atomic_save, atomic_write_text, read_jsonl, safe_load
 
 STREAMS = ("teacher", "student")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, init=False)
@@ -54,6 +57,7 @@ class RunDir:
     LOG = "log.jsonl"
     TENSORBOARD = "tb"
     CHECKPOINT = "checkpoint.pt"
+    FEATURES = "features.pt"
     GRAPHS = "graphs"
     REFINE_CHECKPOINT = "refine_checkpoint.pt"
     REFINE_LOG = "refine_log.jsonl"
@@ -88,6 +92,10 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.root / self.CHECKPOINT
+
+    @property
+    def features(self) -> Path:
+        return self.root / self.FEATURES
 
     @property
     def graphs_dir(self) -> Path:
@@ -199,6 +207,17 @@ class RunDir:
     def read_refine_log(self) -> list[dict[str, Any]]:
         return read_jsonl(self.refine_log)
 
+    def read_features(self) -> Any:
+        """The pretraining's features record, or None when there is none or it cannot be read (it is only a
+        shortcut: evaluation embeds the images instead)."""
+        if not self.features.is_file():
+            return None
+        try:
+            return safe_load(self.features)
+        except CheckpointError as err:
+            logger.warning("ignoring %s: %s", self.features, err)
+            return None
+
     def read_metrics(self) -> dict[str, Any] | None:
         return json.loads(self.metrics.read_text(encoding="utf-8")) if self.metrics.is_file() else None
 
@@ -210,6 +229,9 @@ class RunDir:
     # ------------------------------------------------------------------ writes shared by the stages
     def write_config(self, cfg: Config) -> Path:
         return atomic_write_text(self.config, to_yaml(cfg))
+
+    def write_features(self, record: dict[str, Any]) -> Path:
+        return atomic_save(record, self.features)
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         return atomic_write_text(self.metrics, json.dumps(metrics, indent=2) + "\n")

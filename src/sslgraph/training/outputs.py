@@ -1,9 +1,9 @@
 """Where the pretraining loop's results go: the :class:`TrainingSink` protocol and an in-memory sink.
 
-The loop produces three things: one log record per epoch (plus one at initialisation), a checkpoint state
-after every epoch, and the kNN graphs a method builds at the end. It hands them to a sink on the main process
-and never names a file; :mod:`sslgraph.run.pretrain` writes them into a run directory, :class:`MemorySink`
-keeps them for library use and tests.
+The loop produces four things: one log record per epoch (plus one at initialisation), a checkpoint state
+after every epoch, and at the end the kNN graphs a method builds and the final networks' clean features. It
+hands them to a sink on the main process and never names a file; :mod:`sslgraph.run.pretrain` writes them into
+a run directory, :class:`MemorySink` keeps them for library use and tests.
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class TrainingSink(Protocol):
         """The kNN graph of each stream; returns where they were written (empty when kept in memory)."""
         ...
 
+    def save_features(self, record: dict[str, Any]) -> None:
+        """The final networks' clean features (:func:`sslgraph.eval.features.feature_record`)."""
+        ...
+
 
 class MemorySink:
     """Keeps the records, the latest checkpoint state and the graphs in memory."""
@@ -36,6 +40,7 @@ class MemorySink:
         self.records: list[dict[str, Any]] = []
         self.checkpoint: dict[str, Any] | None = None
         self.graphs: dict[str, Data] = {}
+        self.features: dict[str, Any] | None = None
 
     def write_record(self, record: dict[str, Any]) -> None:
         self.records.append(dict(record))
@@ -47,3 +52,6 @@ class MemorySink:
     def save_graphs(self, graphs: dict[str, Data]) -> list[Path]:
         self.graphs.update(graphs)
         return []
+
+    def save_features(self, record: dict[str, Any]) -> None:
+        self.features = record

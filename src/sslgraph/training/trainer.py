@@ -27,7 +27,7 @@ from sslgraph.data.transforms import IMAGENET_CROP_RATIO
 from sslgraph.data.batch_aug import BatchAugment, view_recipes
 from sslgraph.data.batches import PretrainBatches
 from sslgraph.errors import ConfigError, NonFiniteLossError, Preempted
-from sslgraph.eval.features import extract_features
+from sslgraph.eval.features import extract_features, feature_record, feature_settings, network_fingerprint
 from sslgraph.eval.knn import knn_accuracy
 from sslgraph.methods import Method, Split, Stream, build_method
 from sslgraph.models.network import build_network
@@ -36,8 +36,8 @@ from sslgraph.optim.schedules import cosine_schedule, scaled_lr, stretch_tail, t
 from sslgraph.training.objectives import Objective, build_objective
 from sslgraph.training.outputs import MemorySink, TrainingSink
 from sslgraph.utils import dist, preempt
-from sslgraph.utils.misc import (autocast_dtype, cpu_threads, cpu_threads_for, progress, rng_state, seed_everything,
-                                 set_rng_state)
+from sslgraph.utils.misc import (autocast_dtype, cpu_threads, cpu_threads_for, flush_denormals, progress, rng_state,
+                                 seed_everything, set_rng_state)
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 
@@ -237,7 +237,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the context methods see
     def embed(self, stream: Stream, split: Split) -> torch.Tensor:
-        """Clean, eval-mode, L2-normalised backbone features; cached until the networks change."""
+        """Clean, eval-mode, L2-normalised backbone features; the unnormalised ones are cached until the networks
+        change (and handed to the sink at the end of training, see :meth:`finish`)."""
+        return F.normalize(self._clean_features(stream, split), dim=1)
+
+    def _clean_features(self, stream: Stream, split: Split) -> torch.Tensor:
         key = (stream, split)
         if key not in self._embed_cache:
             backbone = (self.teacher if stream == "teacher" else self.student).backbone
@@ -246,7 +250,7 @@ class Trainer:
 
             def fn(x: torch.Tensor) -> torch.Tensor:
                 with self._autocast():
-                    return F.normalize(backbone(x).float(), dim=1)
+                    return backbone(x).float()
 
             # Between epochs the training loader's workers are gone: on the CPU, inference takes every core.
             on_cpu = self.device.type == "cpu"
@@ -259,6 +263,22 @@ class Trainer:
             finally:
                 backbone.train(was_training)
         return self._embed_cache[key]
+
+    def finish(self) -> None:
+        """The end of training: the method's end hook (e.g. its graphs), then the clean features embedded for
+        it and for the kNN monitor go to the sink, so that evaluation need not embed the data set again."""
+        self.method.on_train_end(self)
+        if not dist.is_main() or not self._embed_cache:
+            return
+        networks = {"teacher": self.teacher.backbone, "student": self.student.backbone}
+        streams = sorted({stream for stream, _ in self._embed_cache})
+        features: dict[str, dict[str, torch.Tensor]] = {stream: {} for stream in streams}
+        for (stream, split), value in self._embed_cache.items():
+            features[stream][split] = value
+        settings = feature_settings(self.cfg.data, train_set=self.train_base, test_set=self.test_base,
+                                    amp_dtype=self.amp_dtype)
+        self.sink.save_features(feature_record(
+            features, networks={s: network_fingerprint(networks[s]) for s in streams}, settings=settings))
 
     def save_graphs(self, graphs: dict[Stream, Data]) -> list[Path]:
         """The method's graphs go to the sink on the main process; every process waits for the write."""
@@ -324,6 +344,11 @@ class Trainer:
         A fresh run first records the kNN monitor at initialisation and starts the method; a restored one
         (:meth:`load_state_dict`) goes straight to its next epoch.
         """
+        # On the CPU, denormal floats take a slow path in every kernel that meets them (utils.misc).
+        with flush_denormals(self.device.type == "cpu"):
+            self._fit()
+
+    def _fit(self) -> None:
         cfg = self.cfg
         if not self.resumed:
             if cfg.monitor.knn_at_init:
@@ -345,7 +370,7 @@ class Trainer:
             if epoch < self.epochs:
                 self._stop_if_requested(f"after epoch {epoch - 1} (the checkpoint of its end is saved)")
 
-        self.method.on_train_end(self)
+        self.finish()
 
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
         self._embed_cache.clear()
