@@ -79,12 +79,15 @@ def run_ours(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 def curve_from_log(records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """(training seconds, kNN top-1) points: the clock is the sum of the epochs' step time."""
-    points, clock = [], 0.0
+    """(training seconds, kNN top-1, image pairs trained on) points: the clock is the sum of the epochs' step
+    time."""
+    points, clock, pairs = [], 0.0, 0.0
     for record in records:
-        clock += record.get("epoch_seconds", 0.0)
+        seconds = record.get("epoch_seconds", 0.0)
+        clock += seconds
+        pairs += record.get("images_per_sec", 0.0) * seconds
         if "knn_top1" in record:
-            points.append({"seconds": clock, "knn_top1": record["knn_top1"]})
+            points.append({"seconds": clock, "knn_top1": record["knn_top1"], "pairs": round(pairs)})
     return points
 
 
@@ -119,8 +122,8 @@ def run_lightly(args: argparse.Namespace, train, test) -> list[dict[str, float]]
                         persistent_workers=True)
     torch.set_num_threads(args.threads)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # what SimCLRTransform normalises with
-    points = [{"seconds": 0.0, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std)}]
-    clock, next_eval, budget = 0.0, args.eval_every, args.minutes * 60
+    points = [{"seconds": 0.0, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std), "pairs": 0}]
+    clock, next_eval, budget, pairs = 0.0, args.eval_every, args.minutes * 60, 0
     while clock < budget:
         start = time.perf_counter()
         for x0, x1 in loader:  # SimCLRTransform gives two views per image; the loader stacks each
@@ -129,9 +132,12 @@ def run_lightly(args: argparse.Namespace, train, test) -> list[dict[str, float]]
             loss.backward()
             optimizer.step()
             clock += time.perf_counter() - start
+            pairs += x0.shape[0]
             if clock >= min(next_eval, budget):
-                points.append({"seconds": clock, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std)})
-                print(f"lightly {clock:7.1f} s  kNN {points[-1]['knn_top1']:.2f}", flush=True)
+                points.append({"seconds": clock, "knn_top1": knn_top1(backbone, train, test, mean=mean, std=std),
+                               "pairs": pairs})
+                print(f"lightly {clock:7.1f} s  kNN {points[-1]['knn_top1']:.2f}  {pairs / clock:.0f} pairs/s",
+                      flush=True)
                 next_eval += args.eval_every
                 if clock >= budget:
                     break
@@ -173,6 +179,11 @@ def main() -> None:
     print(f"\n{'seconds':>8} " + " ".join(f"{name:>22}" for name in curves))
     for s in grid:
         print(f"{s:8d} " + " ".join(f"{at(points, s):22.2f}" for points in curves.values()))
+    for name, points in curves.items():
+        last = points[-1]
+        if last["seconds"] > 0 and "pairs" in last:
+            print(f"{name}: {last['pairs']:,} image pairs in {last['seconds']:.0f} s of steps, "
+                  f"{last['pairs'] / last['seconds']:.0f} pairs/s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"minutes": args.minutes, "protocol": "kNN k=20 T=0.07, 50,000 train / 10,000 test",
                                    "machine_threads": args.threads, "curves": curves}, indent=2) + "\n")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +29,7 @@ class FakeContext:
     def __init__(self, cfg: Config, features: dict[tuple[str, str], torch.Tensor]) -> None:
         self.cfg, self.device, self.features, self.calls = cfg, torch.device("cpu"), features, []
         self.graphs: dict[str, Data] = {}
+        self.epochs = cfg.optim.epochs  # as planned; a test may shorten it, as a budget does
 
     def embed(self, stream: str, split: str) -> torch.Tensor:
         self.calls.append((stream, split))
@@ -34,3 +38,24 @@ class FakeContext:
     def save_graphs(self, graphs: dict[str, Data]) -> list[Path]:
         self.graphs.update(graphs)
         return []
+
+
+def trained_and_restored(build: Callable[[Config], tuple[Any, FakeContext]], cfg: Config,
+                         run_epoch: Callable[[Any, FakeContext, int], object], *, epochs: int = 3) -> tuple[Any, Any]:
+    """A method trained ``epochs`` epochs and a fresh one restored from its state dict through ``torch.save``
+    and ``weights_only`` loading, as a checkpoint does."""
+    method, ctx = build(cfg)
+    method.on_train_start(ctx)
+    for epoch in range(epochs):
+        run_epoch(method, ctx, epoch)
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    restored, _ = build(cfg)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    return method, restored
+
+
+def assert_same_state(original: dict[str, Any], loaded: dict[str, Any]) -> None:
+    for key, value in original.items():
+        assert torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else loaded[key] == value, key

@@ -1,5 +1,3 @@
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +7,7 @@ from sslgraph.methods import build_method
 from sslgraph.methods.adasim import AdaSim, partner_seed
 from sslgraph.methods.dino import DINO
 from sslgraph.methods.graph import GraphMethod
-from tests.methods.fakes import FakeContext, clustered
+from tests.methods.fakes import FakeContext, assert_same_state, clustered, trained_and_restored
 
 NUM_TRAIN, NUM_TEST, DIM = 12, 4, 6
 
@@ -122,18 +120,8 @@ def test_partners_depend_only_on_seed_epoch_and_state():
 
 
 def test_state_dict_round_trip_restores_exactly():
-    method, ctx = build(make_cfg())
-    method.on_train_start(ctx)
-    for epoch in range(3):
-        run_epoch(method, ctx, epoch)
-    buffer = io.BytesIO()
-    torch.save(method.state_dict(), buffer)
-    buffer.seek(0)
-    restored, _ = build(make_cfg())
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
-    original, loaded = method.teacher_bank.state_dict(), restored.teacher_bank.state_dict()
-    for key, value in original.items():
-        assert torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else loaded[key] == value, key
+    method, restored = trained_and_restored(build, make_cfg(), run_epoch)
+    assert_same_state(method.teacher_bank.state_dict(), restored.teacher_bank.state_dict())
 
 
 @pytest.mark.parametrize("candidates", ["topk", "window"])

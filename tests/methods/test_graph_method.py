@@ -1,5 +1,3 @@
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +7,7 @@ from sslgraph.errors import ConfigError
 from sslgraph.graph.export import load_graph, save_graph
 from sslgraph.methods import build_method
 from sslgraph.methods.graph import STREAMS, GraphMethod, edge_same_class
-from tests.methods.fakes import FakeContext, clustered
+from tests.methods.fakes import FakeContext, assert_same_state, clustered, trained_and_restored
 
 NUM_TRAIN, NUM_TEST, DIM, TOPK, EDGES, VISITS = 12, 4, 6, 4, 2, 2
 
@@ -99,6 +97,19 @@ def test_held_out_graph_follows_test_graph_every():
     assert method.test_graphs["teacher"].visits.tolist() == [1] * NUM_TEST
 
 
+def test_held_out_graph_is_visited_in_the_last_window_of_the_run_as_planned_not_of_optim_epochs():
+    cfg = make_cfg(test_graph_every=0)
+    cfg.optim.epochs = 100
+    method, ctx = build(cfg)
+    ctx.epochs = VISITS + 1  # a budget that allows this many epochs
+    method.on_train_start(ctx)
+    run_epoch(method, ctx, 0)
+    assert method.test_features["teacher"] is None
+    for epoch in range(1, VISITS + 1):
+        run_epoch(method, ctx, epoch)
+    assert method.test_graphs["teacher"].visits.tolist() == [VISITS] * NUM_TEST
+
+
 def test_edge_same_class_counts_filled_slots_with_multiplicity():
     slots = torch.tensor([[[1, -1], [1, 2]], [[-1, -1], [-1, -1]], [[0, 0], [-1, -1]]])
     labels = torch.tensor([0, 0, 1])
@@ -153,21 +164,11 @@ def test_graph_method_needs_topk_above_edges_per_node():
 
 
 def test_state_dict_round_trip_restores_exactly():
-    method, ctx = build(make_cfg())
-    method.on_train_start(ctx)
-    for epoch in range(3):
-        run_epoch(method, ctx, epoch)
-    buffer = io.BytesIO()
-    torch.save(method.state_dict(), buffer)
-    buffer.seek(0)
-    restored, _ = build(make_cfg())
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    method, restored = trained_and_restored(build, make_cfg(), run_epoch)
     for stream in STREAMS:
         for a, b in ((method.banks[stream], restored.banks[stream]),
                      (method.train_graphs[stream], restored.train_graphs[stream]),
                      (method.test_graphs[stream], restored.test_graphs[stream])):
-            for key, value in a.state_dict().items():
-                other = b.state_dict()[key]
-                assert torch.equal(other, value) if isinstance(value, torch.Tensor) else other == value, key
+            assert_same_state(a.state_dict(), b.state_dict())
         assert torch.equal(restored.test_features[stream], method.test_features[stream])
     assert torch.equal(method.partners_for_epoch(3), restored.partners_for_epoch(3))

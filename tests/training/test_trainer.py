@@ -106,6 +106,9 @@ def test_fit_hands_records_checkpoints_and_graphs_to_the_sink(image_root: Path) 
         graph = sink.graphs[stream]
         torch.testing.assert_close(graph.x, F.normalize(torch.cat([train, test]), dim=1))
     assert record["settings"]["train"]["size"] == 64 and "Normalize" in record["settings"]["transform"]
+    quiet = MemorySink()
+    Trainer(_cfg(image_root, extra=["eval.reuse_features=false"]), device=CPU, sink=quiet).fit()
+    assert quiet.features is None and set(quiet.graphs) == {"teacher", "student"}
 
 
 def test_restored_state_continues_exactly_like_an_uninterrupted_run(image_root: Path) -> None:

@@ -92,7 +92,8 @@ class GraphMethod(AdaSim):
     def on_epoch_end(self, ctx: TrainContext, *, epoch: int) -> dict[str, float]:
         stats = super().on_epoch_end(ctx, epoch=epoch)
         every = self.cfg.method.test_graph_every
-        in_last_window = epoch >= self.cfg.optim.epochs - self.cfg.method.vote_window
+        # ctx.epochs, not optim.epochs: under a budget the run ends when the budget does.
+        in_last_window = epoch >= ctx.epochs - self.cfg.method.vote_window
         train_labels = self.train_labels.to(self.device)
         test_labels = self.test_labels.to(self.device)
         for stream in STREAMS:

@@ -28,6 +28,12 @@ class TrainContext(Protocol):
     cfg: Config
     device: torch.device
 
+    @property
+    def epochs(self) -> int:
+        """The run's length in epochs as now planned: ``optim.epochs``, or what a wall-clock budget allows
+        (re-planned at each epoch end, before :meth:`Method.on_epoch_end`)."""
+        ...
+
     def embed(self, stream: Stream, split: Split) -> torch.Tensor:
         """``[N, D]`` L2-normalised backbone features of clean images, identical on every process."""
         ...

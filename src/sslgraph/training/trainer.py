@@ -266,9 +266,10 @@ class Trainer:
 
     def finish(self) -> None:
         """The end of training: the method's end hook (e.g. its graphs), then the clean features embedded for
-        it and for the kNN monitor go to the sink, so that evaluation need not embed the data set again."""
+        it and for the kNN monitor go to the sink (``eval.reuse_features``), so that evaluation need not embed
+        the data set again."""
         self.method.on_train_end(self)
-        if not dist.is_main() or not self._embed_cache:
+        if not self.cfg.eval.reuse_features or not dist.is_main() or not self._embed_cache:
             return
         networks = {"teacher": self.teacher.backbone, "student": self.student.backbone}
         streams = sorted({stream for stream, _ in self._embed_cache})
