@@ -190,6 +190,17 @@ def test_verdict_says_when_the_rule_kept_the_raw_features():
     assert "standardisation" not in _verdict(metrics)
 
 
+def test_a_probe_shared_with_raw_is_a_difference_of_exactly_zero_without_a_spread(tmp_path):
+    # Unpropagated features are probed once, with raw (same input after standardisation): no spread to add.
+    metrics = _ablation(raw=(40.0, 50.0, 0.9), propagated=(40.5, 50.0, 0.9))
+    metrics["nodes"]["feature_sets"]["propagated"]["logistic_regression"]["same_input_as"] = "raw"
+    metrics["nodes"]["propagation"] = {"alpha": 1.0, "hops": 0}
+    line = _verdict(metrics)
+    assert "+0.50 kNN20 points (a gain) / +0.00 probe points (the same probe input) against raw" in line
+    md = render_markdown(report_blocks(ReportInputs(title="t", metrics=metrics, refined_parameter_free=True)))
+    assert "| 40.50 | 50.00 ± 0.90 | +0.50 | +0.00 (same input) |" in md
+
+
 def test_verdict_uses_per_refinement_seed_results_where_present():
     metrics = _ablation(refined=(99.0, 99.0, 0.0))
     metrics["nodes"]["feature_sets"]["refined"]["per_seed"] = [

@@ -13,6 +13,7 @@ the inputs from a run directory and writes the two files.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -211,6 +212,8 @@ class Estimate:
     std: float | None = None
     count: int = 1
     over: str = ""
+    # The feature set whose very measurement this is (the probe of unpropagated features is the raw one).
+    same_as: str = ""
 
     def text(self) -> str:
         if self.std is None:
@@ -252,7 +255,9 @@ def knn_estimate(entry: dict[str, Any], k: str = HEADLINE_K) -> Estimate | None:
 def probe_estimate(entry: dict[str, Any]) -> Estimate | None:
     """The standardised logistic probe (or, on backbones, the SGD linear probe)."""
     if "logistic_regression" in entry:
-        return estimate(entry["logistic_regression"], over="probe seeds")
+        found = estimate(entry["logistic_regression"], over="probe seeds")
+        same = leaf(entry, "logistic_regression", "same_input_as")
+        return dataclasses.replace(found, same_as=same) if found is not None and isinstance(same, str) else found
     if isinstance(entry.get("linear_probe"), dict):
         return estimate(leaf(entry, "linear_probe", "top1"), over="probe seeds")
     return None
@@ -289,6 +294,8 @@ class Gain:
 
     value: float
     spread: float | None
+    # True when both sides are one measurement (the same probe input): the difference is exactly 0.
+    same: bool = False
 
     @property
     def outcome(self) -> str:
@@ -300,15 +307,21 @@ class Gain:
             return "loss"
         return "tie"
 
+    @property
+    def note(self) -> str:
+        return "the same probe input" if self.same else ""
+
     def text(self) -> str:
         if self.spread is None:
             return fmt_points(self.value)
         return f"{fmt_points(self.value)} ± {fmt_accuracy(self.spread)}"
 
 
-def gain(value: Estimate | None, raw: Estimate | None) -> Gain | None:
+def gain(value: Estimate | None, raw: Estimate | None, *, raw_name: str = "raw") -> Gain | None:
     if value is None or raw is None:
         return None
+    if value.same_as == raw_name or (value.same_as and value.same_as == raw.same_as):
+        return Gain(0.0, None, same=True)
     stds = [e.std for e in (value, raw) if e.std is not None]
     return Gain(value.mean - raw.mean, math.sqrt(sum(s * s for s in stds)) if stds else None)
 
@@ -424,7 +437,7 @@ def _hops(count: Any) -> str:
 
 
 def _gain_phrase(gains: dict[str, Gain]) -> str:
-    return " / ".join(f"{g.text()} {metric} points" for metric, g in gains.items())
+    return " / ".join(f"{g.text()} {metric} points" + (f" ({g.note})" if g.note else "") for metric, g in gains.items())
 
 
 def verdict(inputs: ReportInputs) -> str:
@@ -461,15 +474,16 @@ def verdict(inputs: ReportInputs) -> str:
                 f"against raw features{suffix}.")
     else:
         words = {"gain": "a gain", "loss": "a loss", "tie": "within the spread"}
-        parts = " / ".join(f"{g.text()} {metric} points ({words[g.outcome]})" for metric, g in gains.items())
+        parts = " / ".join(f"{g.text()} {metric} points ({g.note or words[g.outcome]})" for metric, g in gains.items())
         line = f"{subject} is mixed on these graphs: {parts} against raw features{suffix}."
     propagation = sub(nodes, "propagation")
     if not trained and (propagation.get("alpha") == 1.0 or propagation.get("hops") == 0):
         line = line[:-1] + ("; the label-free rule kept the raw features (alpha 1, no hop), so the difference is "
                             "their standardisation alone.")
     if trained and "propagated" in rows:
-        versus = {metric: g for metric, g in ((k, gain(target.knn, rows["propagated"].knn)),
-                                              ("probe", gain(target.probe, rows["propagated"].probe)))
+        versus = {metric: g for metric, g in ((k, gain(target.knn, rows["propagated"].knn, raw_name="propagated")),
+                                              ("probe", gain(target.probe, rows["propagated"].probe,
+                                                             raw_name="propagated")))
                   if g is not None}
         if versus:
             line = line[:-1] + f"; against parameter-free propagation it is {_gain_phrase(versus)}."
@@ -520,7 +534,7 @@ def headline_blocks(inputs: ReportInputs) -> list[Block]:
         cells = [row.label, row.knn.text() if row.knn else "n/a", row.probe.text() if row.probe else "n/a"]
         for value, base in ((row.knn, raw.knn if raw else None), (row.probe, raw.probe if raw else None)):
             g = gain(value, base) if row.name != "raw" else None
-            cells.append(g.text() if g else "")
+            cells.append((g.text() + (" (same input)" if g.same else "")) if g else "")
         table.append(cells)
     k = f"kNN{HEADLINE_K}"
     blocks.append(Table(["node features", f"{k} (%)", "probe (%)", f"{k} gain", "probe gain"], table))
