@@ -224,6 +224,11 @@ def dataset_fingerprint(dataset: ImageDataset) -> dict[str, object]:
     return {"size": len(dataset), "classes": list(dataset.classes), "files": digest.hexdigest()[:32]}
 
 
+def split_fingerprints(train_set: ImageDataset, test_set: ImageDataset) -> dict[str, dict[str, object]]:
+    """``{"train": ..., "test": ...}``: what a checkpoint and a features file record of their images."""
+    return {"train": dataset_fingerprint(train_set), "test": dataset_fingerprint(test_set)}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # CIFAR-10 in the torchvision layout (python pickles)
 

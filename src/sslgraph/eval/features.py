@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslgraph.config import DataConfig
 from sslgraph.data import ImageDataset, eval_transform
-from sslgraph.data.datasets import dataset_fingerprint
+from sslgraph.data.datasets import split_fingerprints
 from sslgraph.utils import dist
 from sslgraph.utils.misc import progress as progress_bar
 
@@ -73,15 +73,15 @@ def feature_settings(data_cfg: DataConfig, *, train_set: ImageDataset, test_set:
                      amp_dtype: torch.dtype | None) -> dict[str, Any]:
     """What besides the weights decides a network's clean features: the images, the eval transform and the
     autocast precision."""
-    return {"train": dataset_fingerprint(train_set), "test": dataset_fingerprint(test_set),
-            "transform": repr(eval_transform(data_cfg)), "autocast": str(amp_dtype)}
+    return {**split_fingerprints(train_set, test_set), "transform": repr(eval_transform(data_cfg)),
+            "autocast": str(amp_dtype)}
 
 
 def feature_record(features: Mapping[str, Mapping[str, torch.Tensor]], *, networks: Mapping[str, str],
                    settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a features file holds: ``features[stream][split]`` (unnormalised backbone outputs on clean
     images, float32 on the CPU), the fingerprint of each stream's network and the ``settings`` that decide the
-    features (data set, image size, precision)."""
+    features (:func:`feature_settings`: images, eval transform, precision)."""
     return {
         "format": FEATURES_FORMAT,
         "networks": dict(networks),

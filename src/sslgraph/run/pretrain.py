@@ -19,7 +19,7 @@ import torch
 from torch_geometric.data import Data
 
 from sslgraph.config import Config
-from sslgraph.data.datasets import dataset_fingerprint
+from sslgraph.data.datasets import split_fingerprints
 from sslgraph.errors import CheckpointError, ConfigError, Preempted, UnreadableImagesError
 from sslgraph.graph.export import save_graph
 from sslgraph.run.lock import run_lock
@@ -112,7 +112,7 @@ def restore_state(trainer: Trainer, path: Path) -> None:
 
 
 def data_fingerprints(trainer: Trainer) -> dict[str, Any]:
-    return {"train": dataset_fingerprint(trainer.train_base), "test": dataset_fingerprint(trainer.test_base)}
+    return split_fingerprints(trainer.train_base, trainer.test_base)
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], *, path: Path) -> None:

@@ -241,10 +241,13 @@ class Trainer:
         change (and handed to the sink at the end of training, see :meth:`finish`)."""
         return F.normalize(self._clean_features(stream, split), dim=1)
 
+    def _backbone(self, stream: Stream) -> nn.Module:
+        return (self.teacher if stream == "teacher" else self.student).backbone
+
     def _clean_features(self, stream: Stream, split: Split) -> torch.Tensor:
         key = (stream, split)
         if key not in self._embed_cache:
-            backbone = (self.teacher if stream == "teacher" else self.student).backbone
+            backbone = self._backbone(stream)
             was_training = backbone.training
             backbone.eval()
 
@@ -271,15 +274,13 @@ class Trainer:
         self.method.on_train_end(self)
         if not self.cfg.eval.reuse_features or not dist.is_main() or not self._embed_cache:
             return
-        networks = {"teacher": self.teacher.backbone, "student": self.student.backbone}
-        streams = sorted({stream for stream, _ in self._embed_cache})
-        features: dict[str, dict[str, torch.Tensor]] = {stream: {} for stream in streams}
+        features: dict[str, dict[str, torch.Tensor]] = {}
         for (stream, split), value in self._embed_cache.items():
-            features[stream][split] = value
+            features.setdefault(stream, {})[split] = value
+        networks = {stream: network_fingerprint(self._backbone(stream)) for stream in features}
         settings = feature_settings(self.cfg.data, train_set=self.train_base, test_set=self.test_base,
                                     amp_dtype=self.amp_dtype)
-        self.sink.save_features(feature_record(
-            features, networks={s: network_fingerprint(networks[s]) for s in streams}, settings=settings))
+        self.sink.save_features(feature_record(features, networks=networks, settings=settings))
 
     def save_graphs(self, graphs: dict[Stream, Data]) -> list[Path]:
         """The method's graphs go to the sink on the main process; every process waits for the write."""
