@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sides", default="ours,lightly")
+    parser.add_argument("--keep-other-sides", action="store_true",
+                        help="keep the curves of the sides not run this time from the existing results file "
+                             "(e.g. re-measure ours after a change that cannot affect lightly's side)")
     parser.add_argument("--ours-log", default=None, help="our side from this log.jsonl of a finished run (pretrain "
                         "with monitor.knn_every=1 monitor.knn_at_init=true) instead of training it again")
     args = parser.parse_args()
@@ -170,10 +173,24 @@ def main() -> None:
     train, test = build_dataset(data, "train"), build_dataset(data, "test")
     curves: dict[str, list[dict[str, float]]] = {}
     sides = args.sides.split(",")
+    kept: dict[str, str] = {}
+    if args.keep_other_sides and RESULTS.exists():
+        previous = json.loads(RESULTS.read_text())
+        for name, points in previous["curves"].items():
+            side = "ours" if name.startswith("sslgraph") else "lightly"
+            if side not in sides:
+                curves[name] = points
+                kept[name] = previous.get("measured", {}).get(name, "an earlier run of this script")
+    today = time.strftime("%Y-%m-%d")
+    measured = dict(kept)
     if "ours" in sides:
         curves["sslgraph cifar10-cpu"] = run_ours(args)
+        measured["sslgraph cifar10-cpu"] = today
     if "lightly" in sides:
         curves["lightly SimCLR"] = run_lightly(args, train, test)
+        measured["lightly SimCLR"] = today
+    for name, when in kept.items():
+        print(f"{name}: kept from {when}")
 
     grid = sorted({round(p["seconds"]) for points in curves.values() for p in points})
     print(f"\n{'seconds':>8} " + " ".join(f"{name:>22}" for name in curves))
@@ -186,7 +203,8 @@ def main() -> None:
                   f"{last['pairs'] / last['seconds']:.0f} pairs/s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"minutes": args.minutes, "protocol": "kNN k=20 T=0.07, 50,000 train / 10,000 test",
-                                   "machine_threads": args.threads, "curves": curves}, indent=2) + "\n")
+                                   "machine_threads": args.threads, "measured": measured, "curves": curves},
+                                  indent=2) + "\n")
 
     import matplotlib
 

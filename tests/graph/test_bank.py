@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sslgraph.graph.bank import (MemoryBank, last_occurrence, resolve_search_precision, topk_cosine,
-                                 topk_cosine_rescored)
+                                 topk_cosine_rescored, topk_through_blocks)
 
 
 def brute_topk(queries, keys, k):
@@ -177,6 +177,39 @@ def test_rescored_search_equals_exact_when_candidates_cover_the_true_top_k():
                                                query_chunk_size=query_chunk_size)
         assert torch.equal(indices, ref_indices)
         torch.testing.assert_close(values, ref_values)  # re-scored in float32, not bfloat16
+
+
+@pytest.mark.parametrize("columns", [1000, 1003])  # whole blocks only, and a partial last block
+@pytest.mark.parametrize("k", [1, 7, 25])
+@pytest.mark.parametrize("levels", [None, 5])  # continuous values, and only 5 distinct values (many ties)
+def test_topk_through_blocks_finds_the_same_values_as_a_full_topk(columns, k, levels):
+    gen = torch.Generator().manual_seed(k)
+    values = torch.randn(32, columns, generator=gen)
+    if levels is not None:
+        values = torch.randint(levels, (32, columns), generator=gen).float()
+    top_values, top_columns = topk_through_blocks(values, k, block=8)
+    reference = values.topk(k, dim=1).values
+    torch.testing.assert_close(top_values.sort(dim=1, descending=True).values, reference, rtol=0, atol=0)
+    assert torch.equal(values.gather(1, top_columns), top_values)
+    assert all(len(set(row)) == k for row in top_columns.tolist())
+
+
+def test_topk_through_blocks_reaches_a_maximum_in_the_partial_last_block():
+    values = torch.zeros(2, 1003)
+    values[0, 1001] = 5.0
+    values[1, 3] = 7.0
+    top_values, top_columns = topk_through_blocks(values, 1, block=8)
+    assert top_columns.tolist() == [[1001], [3]] and top_values.tolist() == [[5.0], [7.0]]
+
+
+def test_rescored_search_through_blocks_equals_exact_search():
+    gen = torch.Generator().manual_seed(3)
+    queries = F.normalize(torch.randn(8, 16, generator=gen), dim=1)
+    keys = F.normalize(torch.randn(6000, 16, generator=gen), dim=1)  # 93 blocks of 64 for 20 candidates
+    ref_values, ref_indices = brute_topk(queries, keys, 10)
+    values, indices = topk_cosine_rescored(queries, keys, keys.bfloat16(), 10, candidates=20)
+    assert torch.equal(indices, ref_indices)
+    torch.testing.assert_close(values, ref_values)
 
 
 def test_rescored_search_breaks_exact_ties_towards_lower_index():
