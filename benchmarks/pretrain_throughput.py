@@ -17,7 +17,7 @@
   ``peak_source`` says which), so the ratio reads "share of what this CPU's matrix products reach", not a
   hardware peak.
 
-    SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--steps 10] [--device cuda]
+    SSLGRAPH_DATA=../shared/datasets python benchmarks/pretrain_throughput.py [--rounds 4] [--steps 4] [--device cuda]
 
 Every run is the same step as training (the configured precision: ``optim.precision=auto`` is bf16 autocast on
 CUDA and on CPUs with native bf16, float32 elsewhere).
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -164,33 +165,63 @@ def time_hook(trainer: Trainer) -> dict[str, float]:
     return totals
 
 
-def measure(trainer: Trainer, *, steps: int, bare: bool, compiled: bool, peak: float | None) -> dict[str, Any]:
-    """One method's row: images/s, FLOPs per image and MFU of the loop (and of the bare step)."""
-    device, batch = trainer.device, trainer.cfg.optim.batch_size
-    hook = time_hook(trainer)
-    step = loop_step(trainer)
-    loop_flops = count_flops(step)
-    loop = timed(step, steps=steps, device=device)
-    row: dict[str, Any] = {"n_train": len(trainer.train_base), "batch": batch, "loop_images_per_s": batch / loop,
-                           "loop_gflop_per_image": loop_flops / batch / 1e9,
-                           "loop_tflop_per_s": loop_flops / loop / 1e12}
+class Cases:
+    """One method's timed callables (the loop, and the bare step for the first method) with their FLOPs."""
+
+    def __init__(self, trainer: Trainer, *, bare: bool, compiled: bool) -> None:
+        self.trainer = trainer
+        self.hook = time_hook(trainer)
+        self.calls: dict[str, Callable[[], None]] = {"loop": loop_step(trainer)}
+        self.flops = {"loop": count_flops(self.calls["loop"])}
+        if bare:
+            self.calls["bare"] = bare_step(trainer)
+            self.flops["bare"] = count_flops(self.calls["bare"])
+            if compiled:
+                self.calls["bare_compiled"] = bare_step(trainer, compiled=True)
+                timed(self.calls["bare_compiled"], steps=0, device=trainer.device, warmup=3)  # compile off the clock
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.calls}
+        self.hook_seconds: list[float] = []
+
+
+def measure_interleaved(cases: dict[str, Cases], *, rounds: int, steps: int) -> None:
+    """``rounds`` rounds of ``steps`` steps of every case in turn: a drift of the machine's pace (seen here as
+    +-20 % over minutes) then falls on every case alike instead of on whichever ran last."""
+    for _ in range(rounds):
+        for case in cases.values():
+            before = case.hook["seconds"]
+            for name, fn in case.calls.items():
+                case.seconds[name].append(timed(fn, steps=steps, device=case.trainer.device, warmup=1))
+                if name == "loop" and case.hook["calls"]:
+                    case.hook_seconds.append((case.hook["seconds"] - before) / (steps + 1))
+
+
+def row_of(case: Cases, *, peak: float | None) -> dict[str, Any]:
+    """One method's row from its rounds: each case's median seconds per step; ratios as medians of the ratios
+    within a round."""
+    batch = case.trainer.cfg.optim.batch_size
+    loop = statistics.median(case.seconds["loop"])
+    row: dict[str, Any] = {"n_train": len(case.trainer.train_base), "batch": batch, "loop_images_per_s": batch / loop,
+                           "loop_gflop_per_image": case.flops["loop"] / batch / 1e9,
+                           "loop_tflop_per_s": case.flops["loop"] / loop / 1e12,
+                           "loop_seconds_per_round": case.seconds["loop"]}
     if peak:
-        row["loop_mfu"] = loop_flops / loop / peak
-    if hook["calls"]:
-        row["bank_graph_seconds_per_step"] = hook["seconds"] / hook["calls"]
-    if bare:
-        fn = bare_step(trainer)
-        bare_flops = count_flops(fn)
-        seconds = timed(fn, steps=steps, device=device)
-        row.update(bare_images_per_s=batch / seconds, loop_over_bare=seconds / loop,
-                   bare_gflop_per_image=bare_flops / batch / 1e9, bare_tflop_per_s=bare_flops / seconds / 1e12)
+        row["loop_mfu"] = case.flops["loop"] / loop / peak
+    if case.hook_seconds:
+        row["bank_graph_seconds_per_step"] = statistics.median(case.hook_seconds)
+    if "bare" in case.calls:
+        bare = statistics.median(case.seconds["bare"])
+        row.update(bare_images_per_s=batch / bare,
+                   loop_over_bare=statistics.median(b / lo for b, lo in zip(case.seconds["bare"],
+                                                                              case.seconds["loop"])),
+                   bare_gflop_per_image=case.flops["bare"] / batch / 1e9,
+                   bare_tflop_per_s=case.flops["bare"] / bare / 1e12, bare_seconds_per_round=case.seconds["bare"])
         if peak:
-            row["bare_mfu"] = bare_flops / seconds / peak
-        if compiled:
-            seconds = timed(bare_step(trainer, compiled=True), steps=steps, device=device, warmup=3)
-            row["bare_compiled_images_per_s"] = batch / seconds
-            if peak:
-                row["bare_compiled_mfu"] = bare_flops / seconds / peak
+            row["bare_mfu"] = case.flops["bare"] / bare / peak
+    if "bare_compiled" in case.calls:
+        compiled = statistics.median(case.seconds["bare_compiled"])
+        row["bare_compiled_images_per_s"] = batch / compiled
+        if peak:
+            row["bare_compiled_mfu"] = case.flops["bare"] / compiled / peak
     return row
 
 
@@ -215,7 +246,8 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cifar10-cpu")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per case and round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, each timing every case in turn")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", default="dino,graph", help="comma-separated methods (the first gets the bare "
                                                                 "step; graph is compared with dino)")
@@ -231,20 +263,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak, peak_source = device_peak(device, override=args.peak_tflops,
                                     dtype=autocast_dtype(precision, device) or torch.float32)
     methods = [m for m in args.methods.split(",") if m]
-    rows: dict[str, dict[str, Any]] = {}
+    cases: dict[str, Cases] = {}
     for i, method in enumerate(methods):
         cfg = load_config(preset=args.preset, overrides=[*args.overrides, f"method.name={method}",
                                                           f"device={args.device}", "out_dir=/tmp/sslgraph-bench"])
-        trainer = Trainer(cfg, device=device)
-        rows[method] = measure(trainer, steps=args.steps, bare=i == 0, compiled=args.compile, peak=peak)
-        del trainer
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    if "dino" in rows and "graph" in rows:
-        rows["graph"]["graph_overhead"] = rows["dino"]["loop_images_per_s"] / rows["graph"]["loop_images_per_s"] - 1
-        dino_step = rows["dino"]["batch"] / rows["dino"]["loop_images_per_s"]
-        if "bank_graph_seconds_per_step" in rows["graph"]:
-            rows["graph"]["bank_graph_overhead"] = rows["graph"]["bank_graph_seconds_per_step"] / dino_step
+        cases[method] = Cases(Trainer(cfg, device=device), bare=i == 0, compiled=args.compile)
+    measure_interleaved(cases, rounds=args.rounds, steps=args.steps)
+    rows = {method: row_of(case, peak=peak) for method, case in cases.items()}
+    if "dino" in cases and "graph" in cases:
+        # Per round, so that both loops' times come from the same minutes.
+        rows["graph"]["graph_overhead"] = statistics.median(
+            g / d - 1 for g, d in zip(cases["graph"].seconds["loop"], cases["dino"].seconds["loop"]))
+        if cases["graph"].hook_seconds:
+            rows["graph"]["bank_graph_overhead"] = statistics.median(
+                h / d for h, d in zip(cases["graph"].hook_seconds, cases["dino"].seconds["loop"]))
 
     markdown = table(rows)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor()
@@ -253,8 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown)
     result = {"preset": args.preset, "overrides": args.overrides, "device": args.device, "device_name": device_name,
               "peak_tflops": peak / 1e12 if peak else None, "peak_source": peak_source,
-              "threads": torch.get_num_threads(), "steps": args.steps, "torch": torch.__version__,
-              "results": rows}
+              "threads": torch.get_num_threads(), "steps": args.steps, "rounds": args.rounds,
+              "torch": torch.__version__, "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:

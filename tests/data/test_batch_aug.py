@@ -8,8 +8,8 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from sslgraph.config import AugConfig
-from sslgraph.data.batch_aug import (BatchAugment, ViewRecipe, apply_view, draw_params, gaussian_blur, resample_matrix,
-                                     resized_crop, sample_keys, uniform, view_recipes)
+from sslgraph.data.batch_aug import (BatchAugment, ViewRecipe, adjust_hue, apply_view, draw_params, gaussian_blur,
+                                     resample_matrix, resized_crop, sample_keys, uniform, view_recipes)
 
 
 def _images(n: int = 24, size: int = 32) -> torch.Tensor:
@@ -52,6 +52,22 @@ def test_views_match_torchvision_on_the_same_parameters(size: int) -> None:
         ref = _reference(images[b], params, b, recipe)
         # The reference rounds the crop to uint8 before the colour steps; nothing else differs.
         assert (out[b] - ref).abs().max() < 0.02, b
+
+
+def test_hue_equals_torchvision_on_float_images() -> None:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(16, 3, 8, 8, generator=generator)
+    images[0] = 0.5  # grey: no hue at all
+    images[1] = 0.0  # black
+    images[2, :, :4] = images[2, :1, :4]  # grey pixels inside a coloured image
+    images[3, 1] = images[3, 0]  # ties between the maximum channels
+    images[4] = images[4].round()  # saturated primaries and secondaries
+    shifts = torch.rand(16, generator=generator) - 0.5
+    shifts[5] = 0.0
+    shifts[6] = 0.5
+    out = adjust_hue(images, shifts)
+    for b in range(len(images)):
+        torch.testing.assert_close(out[b], TF.adjust_hue(images[b], float(shifts[b])), rtol=0, atol=1e-5)
 
 
 def test_crop_equals_torchvision_resized_crop_up_to_rounding() -> None:

