@@ -48,8 +48,8 @@ def tap_index(
 class SmallMapConv2d(nn.Conv2d):
     """``nn.Conv2d`` that runs as one matrix product when the input map has no more pixels than the kernel.
 
-    There the dense operator has at most as many entries as the convolution has multiply-adds, and none of
-    them is a product with padding. Larger maps, grouped convolutions and non-zero padding modes take
+    There the dense operator has at most as many entries as the convolution has multiply-adds (which include
+    the products with padding). Larger maps, grouped convolutions and non-zero padding modes take
     ``nn.Conv2d``'s path unchanged.
     """
 
