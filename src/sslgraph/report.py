@@ -644,8 +644,8 @@ def node_detail_blocks(metrics: dict[str, Any], *, parameter_free: bool | None =
             collapse = sub(entry, "collapse")
             rows.append([titles.get(("nodes", name), f"nodes: {name}"), fmt_number(entry.get("dim", "")),
                          *(_knn_cell(entry, k) for k in ks), _linear_cell(entry),
-                         fmt_number(collapse["mean_cosine"]) if "mean_cosine" in collapse else "",
-                         fmt_number(collapse["effective_rank"]) if "effective_rank" in collapse else ""])
+                         f"{collapse['mean_cosine']:.2f}" if "mean_cosine" in collapse else "",
+                         f"{collapse['effective_rank']:.1f}" if "effective_rank" in collapse else ""])
         blocks += [Heading("Node features in detail"),
                    Table(["features", "dim", *(f"kNN k={k}" for k in ks), "linear top-1 (%)", "mean cosine",
                           "effective rank"], rows),
