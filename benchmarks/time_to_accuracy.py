@@ -37,6 +37,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "time_to_accuracy.json"
 FIGURE = ROOT / "docs" / "img" / "time_to_accuracy.png"
+# --sides name -> the curve's name in the table, the JSON and the plot
+CURVES = {"ours": "sslgraph cifar10-cpu", "lightly": "lightly SimCLR"}
 
 
 def knn_top1(backbone: torch.nn.Module, train, test, *, mean, std) -> float:
@@ -176,19 +178,18 @@ def main() -> None:
     kept: dict[str, str] = {}
     if args.keep_other_sides and RESULTS.exists():
         previous = json.loads(RESULTS.read_text())
-        for name, points in previous["curves"].items():
-            side = "ours" if name.startswith("sslgraph") else "lightly"
-            if side not in sides:
-                curves[name] = points
+        for side, name in CURVES.items():
+            if side not in sides and name in previous["curves"]:
+                curves[name] = previous["curves"][name]
                 kept[name] = previous.get("measured", {}).get(name, "an earlier run of this script")
     today = time.strftime("%Y-%m-%d")
     measured = dict(kept)
     if "ours" in sides:
-        curves["sslgraph cifar10-cpu"] = run_ours(args)
-        measured["sslgraph cifar10-cpu"] = today
+        curves[CURVES["ours"]] = run_ours(args)
+        measured[CURVES["ours"]] = today
     if "lightly" in sides:
-        curves["lightly SimCLR"] = run_lightly(args, train, test)
-        measured["lightly SimCLR"] = today
+        curves[CURVES["lightly"]] = run_lightly(args, train, test)
+        measured[CURVES["lightly"]] = today
     for name, when in kept.items():
         print(f"{name}: kept from {when}")
 
