@@ -188,11 +188,12 @@ def measure_interleaved(cases: dict[str, Cases], *, rounds: int, steps: int) -> 
     +-20 % over minutes) then falls on every case alike instead of on whichever ran last."""
     for _ in range(rounds):
         for case in cases.values():
-            before = case.hook["seconds"]
+            seconds_before, calls_before = case.hook["seconds"], case.hook["calls"]
             for name, fn in case.calls.items():
                 case.seconds[name].append(timed(fn, steps=steps, device=case.trainer.device, warmup=1))
-                if name == "loop" and case.hook["calls"]:
-                    case.hook_seconds.append((case.hook["seconds"] - before) / (steps + 1))
+            if case.hook["calls"] > calls_before:  # the hook's mean over this round's calls, warm-up included
+                case.hook_seconds.append((case.hook["seconds"] - seconds_before)
+                                         / (case.hook["calls"] - calls_before))
 
 
 def row_of(case: Cases, *, peak: float | None) -> dict[str, Any]:

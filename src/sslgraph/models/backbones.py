@@ -106,7 +106,7 @@ class ResNetBackbone(Backbone):
             net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
             net.maxpool = nn.Identity()
-        # Exact, and at 32 px with the ImageNet stem 1.4x faster per training step on a 2-core CPU.
+        # Exact, and at 32 px with the ImageNet stem 1.55x faster forward+backward on a 2-core CPU.
         self.net = use_small_map_convs(net)
 
     def forward(self, x: Tensor) -> Tensor:
