@@ -10,6 +10,9 @@
   updates over all N training images, FIFO graph updates) against the ``dino`` method's loop, same objective.
   Split in two: the bank and graph work itself (the method's ``after_step``, timed inside the loop) and the
   rest, mostly the teacher's crop-1 forward, which the ``dino`` objective runs anyway and ``simclr`` does not.
+  The banks are filled first (random unit rows: the search costs the same), as after the first epoch; a bank
+  searched in its principal directions (``method.bank_search_dim``) refits them about once per epoch, and
+  that refit's time per epoch, spread over the epoch's steps, is added to the bank and graph work.
 - MFU: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
   convolutions, forward and backward) times steps per second, over the device's dense bf16 peak from
   :data:`PEAK_TFLOPS` (``--peak-tflops`` overrides). A CPU has no such table entry: there the ceiling is a
@@ -39,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from sslgraph.config import load_config
+from sslgraph.graph.bank import MemoryBank
 from sslgraph.training.trainer import Trainer
 from sslgraph.utils.misc import autocast_dtype
 
@@ -165,11 +169,27 @@ def time_hook(trainer: Trainer) -> dict[str, float]:
     return totals
 
 
+def fill_banks(trainer: Trainer) -> float:
+    """Fill the method's banks with random unit rows (a full bank, as in every epoch after the first) and
+    return the seconds per step of their projection refits, each bank refitting once per pass of
+    ``num_samples`` rows (0 for banks searched at full width)."""
+    per_step = 0.0
+    generator = torch.Generator().manual_seed(0)
+    for bank in (value for value in vars(trainer.method).values() if isinstance(value, MemoryBank)):
+        rows = torch.randn(bank.num_samples, bank.dim, generator=generator)
+        bank.fill(torch.nn.functional.normalize(rows, dim=1).to(bank.device))
+        if bank.search_projection is not None:
+            refit = timed(bank.fit_search_projection, steps=2, device=bank.device, warmup=1)
+            per_step += refit * trainer.cfg.optim.batch_size / bank.num_samples
+    return per_step
+
+
 class Cases:
     """One method's timed callables (the loop, and the bare step for the first method) with their FLOPs."""
 
     def __init__(self, trainer: Trainer, *, bare: bool, compiled: bool) -> None:
         self.trainer = trainer
+        self.refit_seconds_per_step = fill_banks(trainer)
         self.hook = time_hook(trainer)
         self.calls: dict[str, Callable[[], None]] = {"loop": loop_step(trainer)}
         self.flops = {"loop": count_flops(self.calls["loop"])}
@@ -193,7 +213,7 @@ def measure_interleaved(cases: dict[str, Cases], *, rounds: int, steps: int) -> 
                 case.seconds[name].append(timed(fn, steps=steps, device=case.trainer.device, warmup=1))
             if case.hook["calls"] > calls_before:  # the hook's mean over this round's calls, warm-up included
                 case.hook_seconds.append((case.hook["seconds"] - seconds_before)
-                                         / (case.hook["calls"] - calls_before))
+                                         / (case.hook["calls"] - calls_before) + case.refit_seconds_per_step)
 
 
 def row_of(case: Cases, *, peak: float | None) -> dict[str, Any]:
@@ -209,6 +229,7 @@ def row_of(case: Cases, *, peak: float | None) -> dict[str, Any]:
         row["loop_mfu"] = case.flops["loop"] / loop / peak
     if case.hook_seconds:
         row["bank_graph_seconds_per_step"] = statistics.median(case.hook_seconds)
+        row["bank_refit_seconds_per_step"] = case.refit_seconds_per_step
     if "bare" in case.calls:
         bare = statistics.median(case.seconds["bare"])
         row.update(bare_images_per_s=batch / bare,

@@ -46,6 +46,8 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
     (["eval.knn_ks=["], "eval.knn_ks: cannot read the value '\\['"),
     (["optim.min_lr=1"], "optim.min_lr"),
     (["data.cache=sometimes"], "data.cache"),
+    (["method.bank_search_dim=0"], "method.bank_search_dim"),
+    (["method.bank_search_dim=64", "method.bank_backend=faiss"], "method.bank_search_dim"),
 ])
 def test_invalid_values_name_the_key(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

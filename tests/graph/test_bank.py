@@ -247,3 +247,94 @@ def test_search_precision_auto_resolves_per_device():
     assert resolve_search_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
     with pytest.raises(ValueError, match="bank search precision"):
         resolve_search_precision("fp8", torch.device("cpu"))
+
+
+def low_rank_rows(num, dim, rank, *, seed):
+    """L2-normalised rows lying in a ``rank``-dimensional subspace of ``dim`` dimensions."""
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, rank, generator=gen))[0]
+    return F.normalize(torch.randn(num, rank, generator=gen) @ basis.T, dim=1)
+
+
+def test_rescored_search_in_a_projection_that_keeps_every_dot_product_is_exact():
+    keys = low_rank_rows(500, 16, 4, seed=5)
+    queries = F.normalize(keys[:9] + 0.1 * keys[9:18], dim=1)  # in the keys' subspace
+    basis = torch.linalg.svd(keys, full_matrices=False).Vh[:4].T  # [16, 4] spans the keys
+    ref_values, ref_indices = brute_topk(queries, keys, 6)
+    values, indices = topk_cosine_rescored(queries, keys, keys @ basis, 6, candidates=12,
+                                           search_queries=queries @ basis, chunk_size=64, query_chunk_size=4)
+    assert torch.equal(indices, ref_indices)
+    torch.testing.assert_close(values, ref_values)
+    with pytest.raises(ValueError, match="search queries"):
+        topk_cosine_rescored(queries, keys, keys @ basis, 6, candidates=12, search_queries=queries)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_projected_bank_fits_the_features_subspace_and_searches_like_the_full_bank(precision):
+    feats = low_rank_rows(300, 16, 3, seed=6)
+    bank = MemoryBank(300, 16, topk=5, vote_window=0, search_dim=4, search_precision=precision)
+    full = MemoryBank(300, 16, topk=5, vote_window=0)
+    bank.fill(feats)
+    full.fill(feats)
+    projection = bank.search_projection
+    torch.testing.assert_close(projection.T @ projection, torch.eye(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(feats @ projection @ projection.T, feats, atol=1e-5, rtol=0)  # spans the data
+    assert bank.search_features.shape == (300, 4)
+    queries = F.normalize(feats[:20] + 0.05 * feats[20:40], dim=1)
+    sim, idx = bank.search(queries)
+    full_sim, full_idx = full.search(queries)
+    assert torch.equal(idx, full_idx)
+    torch.testing.assert_close(sim, full_sim)
+
+
+def test_projected_bank_refits_when_the_filled_rows_double_and_after_a_pass_over_the_bank():
+    feats = low_rank_rows(64, 8, 8, seed=7)
+    bank = MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3)
+    lists = torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.long)
+    fits = []
+    for step in range(100):
+        row = step % 64 if step < 64 else (step * 7) % 64
+        bank.update(torch.tensor([row]), feats[row:row + 1], *lists)
+        if bank.writes_since_fit == 0:
+            fits.append(step + 1)
+    # filled rows 1, 2, 4, ..., 64 (doubling), then after every 64 writes
+    assert fits[:7] == [1, 2, 4, 8, 16, 32, 64]
+    assert bank.filled_at_fit == 64 and bank.writes_since_fit == 100 - 64
+    # the search copy always follows the current projection
+    torch.testing.assert_close(bank.search_features, bank.features @ bank.search_projection, atol=1e-6, rtol=0)
+
+
+def test_projected_bank_state_round_trip_resumes_the_same_search():
+    feats = low_rank_rows(40, 8, 8, seed=8)
+    bank = MemoryBank(40, 8, topk=3, vote_window=2, search_dim=3)
+    for start in range(0, 30, 6):
+        sim, idx = bank.search(feats[start:start + 6])
+        bank.update(torch.arange(start, start + 6), feats[start:start + 6], sim, idx)
+    buffer = io.BytesIO()
+    torch.save(bank.state_dict(), buffer)
+    buffer.seek(0)
+    restored = MemoryBank(40, 8, topk=3, vote_window=2, search_dim=3)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(restored.search_projection, bank.search_projection)
+    assert torch.equal(restored.search_features, bank.search_features)
+    assert (restored.filled_at_fit, restored.writes_since_fit) == (bank.filled_at_fit, bank.writes_since_fit)
+    for b in (bank, restored):  # the next visits (and the refit they trigger) agree
+        sim, idx = b.search(feats[30:40])
+        b.update(torch.arange(30, 40), feats[30:40], sim, idx)
+    assert torch.equal(restored.nn_idx, bank.nn_idx) and torch.equal(restored.search_projection, bank.search_projection)
+
+
+def test_projected_bank_rejects_bad_widths_and_backends():
+    with pytest.raises(ValueError, match="search_dim=8 must be in"):
+        MemoryBank(10, 8, topk=2, vote_window=0, search_dim=8)
+    with pytest.raises(ValueError, match="exact backend"):
+        MemoryBank(10, 8, topk=2, vote_window=0, search_dim=4, backend="faiss")
+    with pytest.raises(RuntimeError, match="without search_dim"):
+        MemoryBank(10, 8, topk=2, vote_window=0).fit_search_projection()
+
+
+def test_projected_bank_memory_accounting():
+    bank = MemoryBank(10, 8, topk=3, vote_window=4, search_dim=2, search_precision="bf16")
+    projection = 8 * 2 * 4
+    assert bank.nbytes == 10 * MemoryBank.bytes_per_sample(dim=8, topk=3, vote_window=4, search_copy=True,
+                                                           search_dim=2) + projection

@@ -172,3 +172,12 @@ def test_state_dict_round_trip_restores_exactly():
             assert_same_state(a.state_dict(), b.state_dict())
         assert torch.equal(restored.test_features[stream], method.test_features[stream])
     assert torch.equal(method.partners_for_epoch(3), restored.partners_for_epoch(3))
+
+
+def test_projected_bank_search_round_trips_and_rejects_a_width_above_the_features():
+    method, restored = trained_and_restored(build, make_cfg(bank_search_dim=3), run_epoch)
+    for stream in STREAMS:
+        assert method.banks[stream].search_projection.shape == (DIM, 3)
+        assert_same_state(method.banks[stream].state_dict(), restored.banks[stream].state_dict())
+    with pytest.raises(ConfigError, match=r"method\.bank_search_dim: must be below the backbone's feature width 6"):
+        build(make_cfg(bank_search_dim=DIM))

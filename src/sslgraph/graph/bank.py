@@ -4,12 +4,15 @@ Each training step searches the batch's L2-normalised features against the whole
 products), then overwrites the batch rows. The search is the graph method's largest cost at N = 50,000, so
 it may run in bfloat16 where the hardware multiplies it natively (2-3x faster): a bfloat16 copy of the bank
 yields ``2 k`` candidates per query, which are re-scored exactly in float32 (:func:`topk_cosine_rescored`;
-on a trained ResNet-18's features 99.9 % of the lists equal the exact ones). At each epoch end the current
-neighbour lists are copied into a ring of the last ``V`` epochs, which the AdaSim vote
+on a trained ResNet-18's features 99.9 % of the lists equal the exact ones). With ``search_dim`` the copy holds
+only the bank's ``search_dim`` leading principal directions (of its uncentred second moment, refitted as the bank
+fills and about once per pass over it), and ``4 k`` candidates are re-scored: the product shrinks with the width
+(at 128 of 512 dimensions, 100 % of a trained ResNet-18's lists equal the exact ones). At each epoch end the
+current neighbour lists are copied into a ring of the last ``V`` epochs, which the AdaSim vote
 (:mod:`sslgraph.graph.bootstrap`) reads.
 
 Memory per sample, with ``d`` the feature width, ``k`` the list length and ``V`` the window:
-``4 d`` (features, float32) + ``2 d`` (bfloat16 search copy, when used) + ``1`` (filled flag) + ``12 k``
+``4 d`` (features, float32) + ``2 s`` (bfloat16 search copy of width ``s``, when used) + ``1`` (filled flag) + ``12 k``
 (current list: int64 index + float32 similarity) + ``12 k V`` (window) bytes; see :meth:`MemoryBank.bytes_per_sample`.
 """
 
@@ -26,8 +29,10 @@ from sslgraph.errors import ConfigError
 from sslgraph.utils.misc import native_bf16
 
 BACKENDS = options(BankBackend)
-# Candidates per wanted neighbour that the bfloat16 search hands to the exact re-scoring.
+# Candidates per wanted neighbour that the bfloat16 search hands to the exact re-scoring, and the same for a
+# search in the leading principal directions (which drops the rest of each vector, so it needs more).
 RESCORE_FACTOR = 2
+PROJECTED_RESCORE_FACTOR = 4
 
 
 def resolve_search_precision(precision: SearchPrecision, device: torch.device) -> SearchPrecision:
@@ -68,25 +73,31 @@ def topk_cosine(queries: Tensor, keys: Tensor, k: int, *, chunk_size: int = 65_5
 
 
 def topk_cosine_rescored(queries: Tensor, keys: Tensor, search_keys: Tensor, k: int, *,
-                         candidates: int, chunk_size: int = 65_536,
+                         candidates: int, search_queries: Tensor | None = None, chunk_size: int = 65_536,
                          query_chunk_size: int = 4096) -> tuple[Tensor, Tensor]:
     """Top-``k`` dot products of each query against ``keys``, found among the ``candidates`` best of a
-    lower-precision copy ``search_keys`` and re-scored exactly in ``keys``' dtype.
+    cheaper copy ``search_keys`` and re-scored exactly in ``keys``' dtype.
 
-    Ties in the exact scores go to the lower key index, as in :func:`topk_cosine`. The result equals the
-    exact one whenever every true top-``k`` key is among the low-precision top-``candidates``. Queries go
-    ``query_chunk_size`` rows at a time, as in :func:`topk_cosine`.
+    ``search_keys`` is ``keys`` in a lower precision, or a projection of them (``[N, s]``; then
+    ``search_queries`` are the queries under the same projection). Ties in the exact scores go to the lower
+    key index, as in :func:`topk_cosine`. The result equals the exact one whenever every true top-``k`` key is
+    among the search's top-``candidates``. Queries go ``query_chunk_size`` rows at a time, as in
+    :func:`topk_cosine`.
     """
-    if keys.shape != search_keys.shape:
-        raise ValueError(f"topk_cosine_rescored: keys {tuple(keys.shape)} and search_keys "
-                         f"{tuple(search_keys.shape)} must have the same shape")
+    search_queries = queries if search_queries is None else search_queries
+    if search_keys.shape[0] != keys.shape[0] or search_queries.shape != (queries.shape[0], search_keys.shape[1]):
+        raise ValueError(f"topk_cosine_rescored: keys {tuple(keys.shape)}, search_keys "
+                         f"{tuple(search_keys.shape)} and search queries {tuple(search_queries.shape)} do not "
+                         f"match (same number of keys; search queries as wide as the search keys)")
     if queries.shape[0] > query_chunk_size:
         parts = [topk_cosine_rescored(queries[start:start + query_chunk_size], keys, search_keys, k,
-                                      candidates=candidates, chunk_size=chunk_size)
+                                      candidates=candidates,
+                                      search_queries=search_queries[start:start + query_chunk_size],
+                                      chunk_size=chunk_size)
                  for start in range(0, queries.shape[0], query_chunk_size)]
         return torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
     candidates = min(max(candidates, k), keys.shape[0])
-    low = queries.to(device=search_keys.device, dtype=search_keys.dtype)
+    low = search_queries.to(device=search_keys.device, dtype=search_keys.dtype)
     # Candidates need no tie-breaking (the exact re-scoring orders them), so a plain top-k per key chunk.
     cand = torch.empty((low.shape[0], 0), dtype=torch.long, device=keys.device)
     best = torch.empty((low.shape[0], 0), dtype=search_keys.dtype, device=keys.device)
@@ -193,14 +204,17 @@ class MemoryBank(nn.Module):
 
     ``nn_idx`` is ``-1`` for samples not visited yet; ``vote_window=0`` keeps no window (a bank that is only
     searched). ``search_precision="bf16"`` keeps a bfloat16 copy of the features for the search (a non-persistent
-    buffer, rebuilt after loading) and re-scores its candidates in float32. Every process holds an identical copy:
+    buffer, rebuilt after loading) and re-scores its candidates in float32. ``search_dim`` narrows that copy to
+    the features' leading principal directions (``search_projection``, saved, so a resumed run searches as
+    the uninterrupted one): refitted by :meth:`update` whenever the filled rows have doubled since the last fit
+    and after every ``num_samples`` rows written. Every process holds an identical copy:
     callers gather the batch across processes before :meth:`update`. The tensors are registered buffers, so
     ``state_dict``/``load_state_dict`` (shape-checked) and ``.to(device)`` come from ``nn.Module``; the ring
     position travels as extra state.
     """
 
     def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: BankBackend = "exact",
-                 chunk_size: int = 65_536, search_precision: SearchPrecision = "fp32",
+                 chunk_size: int = 65_536, search_precision: SearchPrecision = "fp32", search_dim: int | None = None,
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         check_option(BankBackend, backend, name="MemoryBank: backend")
@@ -208,15 +222,27 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank: topk={topk} must be in [1, num_samples={num_samples}]")
         if vote_window < 0:
             raise ValueError(f"MemoryBank: vote_window must be >= 0, got {vote_window}")
+        if search_dim is not None and not 1 <= search_dim < dim:
+            raise ValueError(f"MemoryBank: search_dim={search_dim} must be in [1, dim={dim}) (None: full width)")
+        if search_dim is not None and backend != "exact":
+            raise ValueError(f"MemoryBank: search_dim needs the exact backend, got {backend!r}")
         self.num_samples, self.dim, self.topk, self.vote_window = num_samples, dim, topk, vote_window
-        self.backend, self.chunk_size = backend, chunk_size
+        self.backend, self.chunk_size, self.search_dim = backend, chunk_size, search_dim
         device = torch.device(device) if device is not None else torch.device("cpu")
         self.search_precision = resolve_search_precision(search_precision, device)
         self.register_buffer("features", torch.zeros(num_samples, dim, device=device))
         # The search copy is derived from ``features``: never saved, refreshed after loading.
-        search_copy = torch.zeros(num_samples, dim, dtype=torch.bfloat16, device=device) \
-            if self.search_precision == "bf16" and backend == "exact" else None
+        search_copy = None
+        if search_dim is not None:
+            search_dtype = torch.bfloat16 if self.search_precision == "bf16" else torch.float32
+            search_copy = torch.zeros(num_samples, search_dim, dtype=search_dtype, device=device)
+        elif self.search_precision == "bf16" and backend == "exact":
+            search_copy = torch.zeros(num_samples, dim, dtype=torch.bfloat16, device=device)
         self.register_buffer("search_features", search_copy, persistent=False)
+        projection = torch.eye(dim, search_dim, device=device) if search_dim is not None else None
+        self.register_buffer("search_projection", projection)
+        self.filled_at_fit = 0
+        self.writes_since_fit = 0
         self.register_buffer("filled", torch.zeros(num_samples, dtype=torch.bool, device=device))
         self.register_buffer("nn_idx", torch.full((num_samples, topk), -1, dtype=torch.long, device=device))
         self.register_buffer("nn_sim", torch.zeros(num_samples, topk, device=device))
@@ -231,8 +257,12 @@ class MemoryBank(nn.Module):
         return self.features.device
 
     @staticmethod
-    def bytes_per_sample(*, dim: int, topk: int, vote_window: int, search_copy: bool = False) -> int:
-        return 4 * dim + (2 * dim if search_copy else 0) + 1 + 12 * topk * (1 + vote_window)
+    def bytes_per_sample(*, dim: int, topk: int, vote_window: int, search_copy: bool = False,
+                         search_dim: int | None = None) -> int:
+        """Bytes per sample; ``search_copy``: a bfloat16 search copy, ``search_dim`` wide if given (the
+        ``dim x search_dim`` projection itself is not per sample and not counted)."""
+        copy = 2 * (search_dim or dim) if search_copy else 0
+        return 4 * dim + copy + 1 + 12 * topk * (1 + vote_window)
 
     @property
     def nbytes(self) -> int:
@@ -243,6 +273,10 @@ class MemoryBank(nn.Module):
         queries = queries.to(device=self.device, dtype=self.features.dtype)
         if self.backend == "faiss":
             return _faiss_search(queries, self.features, self.topk)
+        if self.search_projection is not None:
+            return topk_cosine_rescored(queries, self.features, self.search_features, self.topk,
+                                        candidates=PROJECTED_RESCORE_FACTOR * self.topk,
+                                        search_queries=queries @ self.search_projection, chunk_size=self.chunk_size)
         if self.search_features is not None:
             return topk_cosine_rescored(queries, self.features, self.search_features, self.topk,
                                         candidates=RESCORE_FACTOR * self.topk, chunk_size=self.chunk_size)
@@ -262,10 +296,36 @@ class MemoryBank(nn.Module):
         new_features = features.to(self.device, self.features.dtype)[keep]
         self.features[rows] = new_features
         if self.search_features is not None:
-            self.search_features[rows] = new_features.to(torch.bfloat16)
+            self.search_features[rows] = self._search_copy_of(new_features)
         self.nn_sim[rows] = nn_sim.to(self.device, self.nn_sim.dtype)[keep]
         self.nn_idx[rows] = nn_idx.to(self.device, torch.long)[keep]
         self.filled[rows] = True
+        if self.search_projection is not None:
+            self.writes_since_fit += int(rows.shape[0])
+            filled = int(self.filled.sum())
+            if filled >= 2 * self.filled_at_fit or self.writes_since_fit >= self.num_samples:
+                self.fit_search_projection()
+
+    def fit_search_projection(self) -> None:
+        """Point the search at the ``search_dim`` leading eigenvectors of the features' second moment
+        ``F^T F`` (unfilled rows are zero and add nothing), the directions that keep most of the dot products,
+        and rebuild the search copy."""
+        if self.search_projection is None:
+            raise RuntimeError("MemoryBank.fit_search_projection: this bank was built without search_dim")
+        filled = int(self.filled.sum())
+        # While at most half the bank is filled the filled rows are copied out (fewer to multiply); beyond that
+        # the product runs over every row, the unfilled ones being zero.
+        rows = self.features if 2 * filled > self.num_samples else self.features[self.filled]
+        moment = rows.T @ rows
+        _, vectors = torch.linalg.eigh(moment)  # ascending eigenvalues
+        self.search_projection.copy_(vectors[:, -self.search_dim:].flip(1))
+        self.filled_at_fit, self.writes_since_fit = filled, 0
+        self._refresh_search_copy()
+
+    def _search_copy_of(self, features: Tensor) -> Tensor:
+        if self.search_projection is not None:
+            features = features @ self.search_projection
+        return features.to(self.search_features.dtype)
 
     def fill(self, features: Tensor) -> None:
         """Initial pass: every sample's feature (neighbour lists are left to the first visits)."""
@@ -274,11 +334,13 @@ class MemoryBank(nn.Module):
                              f"got {tuple(features.shape)}")
         self.features.copy_(features)
         self.filled.fill_(True)
+        if self.search_projection is not None:
+            self.fit_search_projection()
         self._refresh_search_copy()
 
     def _refresh_search_copy(self) -> None:
         if self.search_features is not None:
-            self.search_features.copy_(self.features)
+            self.search_features.copy_(self._search_copy_of(self.features))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -300,10 +362,14 @@ class MemoryBank(nn.Module):
         return self.window_idx.index_select(0, order), self.window_sim.index_select(0, order)
 
     def get_extra_state(self) -> dict[str, int]:
-        return {"window_len": self.window_len, "window_pos": self.window_pos}
+        return {"window_len": self.window_len, "window_pos": self.window_pos,
+                "filled_at_fit": self.filled_at_fit, "writes_since_fit": self.writes_since_fit}
 
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.window_len, self.window_pos = int(state["window_len"]), int(state["window_pos"])
+        # Checkpoints written before the projected search have no fit counters: refit at the next update.
+        self.filled_at_fit = int(state.get("filled_at_fit", 0))
+        self.writes_since_fit = int(state.get("writes_since_fit", 0))
 
 
 def _faiss_search(queries: Tensor, features: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslgraph.config import Config
+from sslgraph.errors import ConfigError
 from sslgraph.graph.bank import MemoryBank
 from sslgraph.graph.bootstrap import sample_partners
 from sslgraph.methods.hooks import Method, TrainContext
@@ -55,9 +56,13 @@ class AdaSim(Method):
 
     def _new_bank(self, *, vote_window: int) -> MemoryBank:
         me = self.cfg.method
+        if me.bank_search_dim is not None and me.bank_search_dim >= self.embed_dim:
+            raise ConfigError(f"method.bank_search_dim: must be below the backbone's feature width "
+                              f"{self.embed_dim}, got {me.bank_search_dim} (null: search the full width)")
         return MemoryBank(self.num_train, self.embed_dim, topk=me.topk, vote_window=vote_window,
                           backend=me.bank_backend, chunk_size=me.bank_chunk_size,
-                          search_precision=me.bank_search_precision, device=self.device)
+                          search_precision=me.bank_search_precision, search_dim=me.bank_search_dim,
+                          device=self.device)
 
     def on_train_start(self, ctx: TrainContext) -> None:
         if self.cfg.method.init_bank_pass:
