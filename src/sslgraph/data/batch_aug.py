@@ -265,7 +265,11 @@ def apply_view(images: Tensor, params: ViewParams, recipe: ViewRecipe) -> Tensor
         if recipe.hue > 0:
             x = torch.where(params.jitter.view(-1, 1, 1, 1), adjust_hue(x, params.hue), x)
     if recipe.grayscale_p > 0:
-        x = torch.where(params.grayscale.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+        if x.is_cuda:  # a select over the whole batch: indexing by a mask would make the host wait for the GPU
+            x = torch.where(params.grayscale.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+        else:  # only the samples drawn grey (a fifth of the batch by default), in place
+            grey = params.grayscale.nonzero().squeeze(1)
+            x[grey] = _gray(x[grey]).expand(-1, 3, -1, -1)
     if recipe.blur_p > 0:
         x = gaussian_blur(x, params.sigma, recipe.blur_kernel)
     if recipe.solarize_p > 0:
@@ -289,13 +293,15 @@ class BatchAugment:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
         self.seed = seed
+        # (x - mean) / std as one multiply-add pass: x * (1 / std) + (-mean / std).
+        self._scale, self._shift = 1.0 / self.std, -self.mean / self.std
 
     def params(self, view: int, indices: Tensor, *, epoch: int, height: int, width: int) -> ViewParams:
         keys = sample_keys(indices, seed=self.seed, epoch=epoch, view=view)
         return draw_params(self.recipes[view], keys, height=height, width=width)
 
     def normalize(self, x: Tensor) -> Tensor:
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return torch.addcmul(self._shift.to(x.device), x, self._scale.to(x.device))
 
     def __call__(self, images: Tensor, indices: Tensor, *, epoch: int,
                  sources: Sequence[Tensor | None] | None = None) -> list[Tensor]:

@@ -552,15 +552,14 @@ class Trainer:
         running statistics), integer buffers copied."""
         teacher_params = [p for p in self.teacher.parameters()]
         student_params = [p.detach() for p in self.student.parameters()]
-        torch._foreach_mul_(teacher_params, momentum)
-        torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+        # teacher + (1 - m) (student - teacher) = m teacher + (1 - m) student, in one pass over the weights.
+        torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
         if not buffers:
             return
         pairs = list(zip(self.teacher.buffers(), self.student.buffers()))
         floats = [(t, s) for t, s in pairs if t.is_floating_point()]
         if floats:
-            torch._foreach_mul_([t for t, _ in floats], momentum)
-            torch._foreach_add_([t for t, _ in floats], [s for _, s in floats], alpha=1.0 - momentum)
+            torch._foreach_lerp_([t for t, _ in floats], [s for _, s in floats], 1.0 - momentum)
         for t, s in pairs:
             if not t.is_floating_point():
                 t.copy_(s)
