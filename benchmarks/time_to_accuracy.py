@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -155,7 +156,9 @@ def at(points: list[dict[str, float]], seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="folder holding cifar10/ (or the CIFAR-10 root)")
+    data_root = os.environ.get("SSLGRAPH_DATA")
+    parser.add_argument("--data-root", default=data_root, required=data_root is None,
+                        help="folder holding cifar10/ (or the CIFAR-10 root); default: $SSLGRAPH_DATA")
     parser.add_argument("--minutes", type=float, default=15.0, help="training clock of each side")
     parser.add_argument("--eval-every", type=float, default=180.0, help="lightly: seconds of training per kNN")
     parser.add_argument("--threads", type=int, default=2)
