@@ -302,8 +302,11 @@ class MemoryBank(nn.Module):
         self.filled[rows] = True
         if self.search_projection is not None:
             self.writes_since_fit += int(rows.shape[0])
-            filled = int(self.filled.sum())
-            if filled >= 2 * self.filled_at_fit or self.writes_since_fit >= self.num_samples:
+            # Each written row fills at most one new row, so the filled rows can only have doubled once at least
+            # ``filled_at_fit`` rows were written: the mask is counted only then, not at every step.
+            if self.writes_since_fit >= self.num_samples or (
+                    self.writes_since_fit >= max(self.filled_at_fit, 1)
+                    and int(self.filled.sum()) >= 2 * self.filled_at_fit):
                 self.fit_search_projection()
 
     def fit_search_projection(self) -> None:
@@ -335,8 +338,9 @@ class MemoryBank(nn.Module):
         self.features.copy_(features)
         self.filled.fill_(True)
         if self.search_projection is not None:
-            self.fit_search_projection()
-        self._refresh_search_copy()
+            self.fit_search_projection()  # refreshes the search copy
+        else:
+            self._refresh_search_copy()
 
     def _refresh_search_copy(self) -> None:
         if self.search_features is not None:
