@@ -177,11 +177,12 @@ class MethodConfig:
     # Search the banks in their leading principal directions only (this many; null: the full feature width),
     # re-scoring 4 * topk candidates exactly: the search's product shrinks with the width. At 128 of
     # ResNet-18's 512 dimensions 99.9-100 % of a trained network's lists equal the exact ones (README, "Benchmarks").
+    # The rebuilt export edges (export_edges=rebuilt) are searched the same way.
     bank_search_dim: Optional[int] = None
     # Fill the banks with one embedding pass before training so epoch 0 does not rank against zeros.
     init_bank_pass: bool = True
-    # Also build the held-out graph every N epochs for monitoring (0: only in the last V epochs, which the
-    # exported graph keeps anyway).
+    # Also build the held-out graph every N epochs for monitoring (0: only where the export needs it: in the
+    # last V epochs for FIFO edges or bank features, else in the last epoch, whose embedding the monitor shares).
     test_graph_every: int = 1
     # Exported node features: "bank" (epoch-accumulated, as the reference) or "clean" (re-extracted).
     export_features: ExportFeatures = "clean"

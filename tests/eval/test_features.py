@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
-from sslgraph.eval.features import FEATURES_FORMAT, feature_record, matching_features, network_fingerprint
+from sslgraph.config import DataConfig
+from sslgraph.data import EvalDataset, ImageDataset, eval_transform
+from sslgraph.eval.features import (FEATURES_FORMAT, extract_features, feature_record, matching_features,
+                                    network_fingerprint)
 
 SETTINGS = {"train": {"size": 4}, "test": {"size": 2}, "transform": "Normalize(...)", "autocast": "None"}
 
@@ -47,3 +53,30 @@ def test_only_the_streams_of_the_same_networks_under_the_same_settings_match():
     # not a record of this format (another version, or some other file)
     assert matching_features({**record, "format": FEATURES_FORMAT + 1}, networks=prints, settings=SETTINGS) == {}
     assert matching_features([1, 2], networks=prints, settings=SETTINGS) == {}
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagefolder"])
+def test_in_memory_splits_are_embedded_in_slices_with_the_item_by_item_values(dataset):
+    """Slices of the uint8 tensor through the batched transform give what the per-item loader gives, for the
+    CIFAR transform (identity resize) and the ImageNet-style resize + centre crop alike."""
+    data_cfg = DataConfig(dataset=dataset, image_size=16)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (11, 3, 20, 20), dtype=torch.uint8, generator=gen)
+    base = ImageDataset(root=Path("."), split="train", classes=["a"], targets=torch.zeros(11), images=images)
+    evaluation = EvalDataset(base, eval_transform(data_cfg))
+    assert evaluation.in_memory
+    torch.testing.assert_close(evaluation.image_slice(3, 7), torch.stack([evaluation[i][0] for i in range(3, 7)]),
+                               atol=1e-6, rtol=0)
+
+    class FromFiles(torch.utils.data.Dataset):  # the same items, but not an in-memory EvalDataset
+        def __len__(self) -> int:
+            return len(evaluation)
+
+        def __getitem__(self, index: int):
+            return evaluation[index]
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
+    sliced = extract_features(net, evaluation, batch_size=4, device=torch.device("cpu"), progress=False)
+    loaded = extract_features(net, FromFiles(), batch_size=4, device=torch.device("cpu"), progress=False)
+    assert sliced.shape == (11, 5)
+    torch.testing.assert_close(sliced, loaded, atol=1e-5, rtol=0)

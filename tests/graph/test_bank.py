@@ -333,8 +333,9 @@ def test_projected_bank_rejects_bad_widths_and_backends():
         MemoryBank(10, 8, topk=2, vote_window=0).fit_search_projection()
 
 
-def test_projected_bank_memory_accounting():
-    bank = MemoryBank(10, 8, topk=3, vote_window=4, search_dim=2, search_precision="bf16")
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_projected_bank_memory_accounting(precision):
+    bank = MemoryBank(10, 8, topk=3, vote_window=4, search_dim=2, search_precision=precision)
     projection = 8 * 2 * 4
     assert bank.nbytes == 10 * MemoryBank.bytes_per_sample(dim=8, topk=3, vote_window=4, search_copy=True,
-                                                           search_dim=2) + projection
+                                                           search_dim=2, search_precision=precision) + projection

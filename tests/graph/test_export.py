@@ -107,3 +107,17 @@ def test_rebuild_edges_matches_brute_force(precision):
     assert set(zip(src.tolist(), dst.tolist())) == expected_train and (w == 1).all()
     src, dst, _ = test_graph.edges()
     assert set(zip(src.tolist(), dst.tolist())) == expected_test
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rebuild_edges_in_principal_directions_that_span_the_features_is_exact(precision):
+    gen = torch.Generator().manual_seed(1)
+    basis = torch.linalg.qr(torch.randn(8, 3, generator=gen))[0]
+    x = torch.randn(40, 3, generator=gen) @ basis.T  # rank 3 in 8 dimensions: 4 principal directions span it
+    exact = rebuild_edges(x, 32, k_edges=3, chunk_size=9)
+    projected = rebuild_edges(x, 32, k_edges=3, chunk_size=9, search_precision=precision, search_dim=4)
+    for graph, reference in zip(projected, exact):
+        assert torch.equal(graph.slots, reference.slots)
+        torch.testing.assert_close(graph.slot_sim, reference.slot_sim)
+    with pytest.raises(ValueError, match="search_dim=8 must be in"):
+        rebuild_edges(x, 32, k_edges=3, search_dim=8)

@@ -97,17 +97,23 @@ def test_held_out_graph_follows_test_graph_every():
     assert method.test_graphs["teacher"].visits.tolist() == [1] * NUM_TEST
 
 
-def test_held_out_graph_is_visited_in_the_last_window_of_the_run_as_planned_not_of_optim_epochs():
-    cfg = make_cfg(test_graph_every=0)
+@pytest.mark.parametrize("export", [{"export_edges": "fifo"}, {"export_features": "bank", "export_edges": "rebuilt"},
+                                    {"export_features": "clean", "export_edges": "rebuilt"}])
+def test_held_out_graph_is_visited_at_the_end_of_the_run_as_planned_not_of_optim_epochs(export):
+    """In the last V epochs where the export reads the visits, else in the last epoch only."""
+    cfg = make_cfg(test_graph_every=0, **export)
     cfg.optim.epochs = 100
     method, ctx = build(cfg)
     ctx.epochs = VISITS + 1  # a budget that allows this many epochs
+    reads_visits = export.get("export_edges") == "fifo" or export.get("export_features") == "bank"
+    assert method.exports_held_out_visits == reads_visits
     method.on_train_start(ctx)
-    run_epoch(method, ctx, 0)
-    assert method.test_features["teacher"] is None
-    for epoch in range(1, VISITS + 1):
-        run_epoch(method, ctx, epoch)
-    assert method.test_graphs["teacher"].visits.tolist() == [VISITS] * NUM_TEST
+    logged = []
+    for epoch in range(VISITS + 1):
+        logged.append("teacher_test_edge_same_class" in run_epoch(method, ctx, epoch))
+    visited = [False] + [reads_visits] * (VISITS - 1) + [True]
+    assert logged == visited
+    assert method.test_graphs["teacher"].visits.tolist() == [sum(visited)] * NUM_TEST
 
 
 def test_edge_same_class_counts_filled_slots_with_multiplicity():

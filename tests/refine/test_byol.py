@@ -110,7 +110,7 @@ def test_spread_loss_is_zero_while_as_spread_as_the_input_and_pulls_a_collapsing
     torch.testing.assert_close(loss, expected.detach())
     loss.backward()
     step = folded - 1.0 * folded.grad  # a gradient step lowers the mean cosine
-    assert float(batch_mean_cosine(step)) < float(batch_mean_cosine(folded))
+    assert float(batch_mean_cosine(step.detach())) < float(batch_mean_cosine(folded.detach()))
 
 
 def test_spread_weight_adds_the_spread_terms_of_both_views() -> None:

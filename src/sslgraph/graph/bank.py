@@ -139,10 +139,29 @@ def topk_through_blocks(values: Tensor, k: int, *, block: int = 64) -> tuple[Ten
     return top.values, candidates.gather(1, top.indices)
 
 
+def principal_directions(rows: Tensor, dim: int) -> Tensor:
+    """``[d, dim]``: the ``dim`` leading eigenvectors of the uncentred second moment ``rows^T rows``, the
+    directions that keep most of the rows' dot products (largest eigenvalue first). Zero rows add nothing."""
+    _, vectors = torch.linalg.eigh(rows.T @ rows)  # ascending eigenvalues
+    return vectors[:, -dim:].flip(1)
+
+
 def topk_cosine_search(queries: Tensor, keys: Tensor, k: int, *, precision: SearchPrecision = "fp32",
-                       chunk_size: int = 65_536) -> tuple[Tensor, Tensor]:
+                       chunk_size: int = 65_536, search_dim: int | None = None) -> tuple[Tensor, Tensor]:
     """:func:`topk_cosine`, or with ``precision`` ``bf16`` (``auto``: where native) a bfloat16 search whose
-    ``RESCORE_FACTOR k`` candidates are re-scored exactly (:func:`topk_cosine_rescored`)."""
+    ``RESCORE_FACTOR k`` candidates are re-scored exactly (:func:`topk_cosine_rescored`). ``search_dim``
+    searches the keys' ``search_dim`` principal directions instead (in ``precision``) and re-scores
+    ``PROJECTED_RESCORE_FACTOR k`` candidates, as a :class:`MemoryBank` with ``search_dim`` does."""
+    if search_dim is not None:
+        if not 1 <= search_dim < keys.shape[1]:
+            raise ValueError(f"topk_cosine_search: search_dim={search_dim} must be in [1, {keys.shape[1]})")
+        keys = keys.float()
+        projection = principal_directions(keys, search_dim)
+        low = torch.bfloat16 if resolve_search_precision(precision, keys.device) == "bf16" else torch.float32
+        return topk_cosine_rescored(queries, keys, (keys @ projection).to(low), k,
+                                    candidates=PROJECTED_RESCORE_FACTOR * k,
+                                    search_queries=queries.to(keys.device, torch.float32) @ projection,
+                                    chunk_size=chunk_size)
     if resolve_search_precision(precision, keys.device) == "bf16":
         return topk_cosine_rescored(queries, keys, keys.to(torch.bfloat16), k, candidates=RESCORE_FACTOR * k,
                                     chunk_size=chunk_size)
@@ -258,10 +277,12 @@ class MemoryBank(nn.Module):
 
     @staticmethod
     def bytes_per_sample(*, dim: int, topk: int, vote_window: int, search_copy: bool = False,
-                         search_dim: int | None = None) -> int:
-        """Bytes per sample; ``search_copy``: a bfloat16 search copy, ``search_dim`` wide if given (the
-        ``dim x search_dim`` projection itself is not per sample and not counted)."""
-        copy = 2 * (search_dim or dim) if search_copy else 0
+                         search_dim: int | None = None, search_precision: SearchPrecision = "bf16") -> int:
+        """Bytes per sample; ``search_copy``: a search copy, ``search_dim`` wide if given, in bfloat16 or (a
+        projected copy with ``search_precision="fp32"``) float32; the ``dim x search_dim`` projection itself is
+        not per sample and not counted."""
+        width = 4 if search_dim is not None and search_precision == "fp32" else 2
+        copy = width * (search_dim or dim) if search_copy else 0
         return 4 * dim + copy + 1 + 12 * topk * (1 + vote_window)
 
     @property
@@ -319,9 +340,7 @@ class MemoryBank(nn.Module):
         # While at most half the bank is filled the filled rows are copied out (fewer to multiply); beyond that
         # the product runs over every row, the unfilled ones being zero.
         rows = self.features if 2 * filled > self.num_samples else self.features[self.filled]
-        moment = rows.T @ rows
-        _, vectors = torch.linalg.eigh(moment)  # ascending eigenvalues
-        self.search_projection.copy_(vectors[:, -self.search_dim:].flip(1))
+        self.search_projection.copy_(principal_directions(rows, self.search_dim))
         self.filled_at_fit, self.writes_since_fit = filled, 0
         self._refresh_search_copy()
 

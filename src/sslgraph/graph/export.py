@@ -127,10 +127,12 @@ def load_refined(path: str | os.PathLike, reference: Data) -> dict[str, Any]:
 
 
 def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 65_536,
-                  search_precision: SearchPrecision = "fp32") -> tuple[KNNGraph, KNNGraph]:
+                  search_precision: SearchPrecision = "fp32",
+                  search_dim: int | None = None) -> tuple[KNNGraph, KNNGraph]:
     """Fresh single-visit graphs from features ``x`` (training rows first): each training node's ``k_edges``
     nearest other training nodes, each held-out node's ``k_edges`` nearest training nodes (cosine).
-    ``search_precision`` as for the memory banks (:func:`~sslgraph.graph.bank.topk_cosine_search`)."""
+    ``search_precision`` and ``search_dim`` as for the memory banks
+    (:func:`~sslgraph.graph.bank.topk_cosine_search`)."""
     if not 1 <= k_edges < num_train:
         raise ValueError(f"rebuild_edges: k_edges={k_edges} must be in [1, num_train={num_train})")
     x = F.normalize(x.float(), dim=1)
@@ -138,10 +140,11 @@ def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 
     train_graph = KNNGraph(num_train, edges_per_node=k_edges, visits=1, device=x.device)
     test_graph = KNNGraph(test.shape[0], edges_per_node=k_edges, visits=1, neighbour_nodes=num_train, device=x.device)
     own = torch.arange(num_train, device=x.device)
-    sim, idx = topk_cosine_search(train, train, k_edges + 1, precision=search_precision, chunk_size=chunk_size)
+    search = {"precision": search_precision, "chunk_size": chunk_size, "search_dim": search_dim}
+    sim, idx = topk_cosine_search(train, train, k_edges + 1, **search)
     neighbours, neighbour_sim = nearest_non_self(idx, sim, own, k_edges)
     train_graph.add(own, neighbours, neighbour_sim)
     if test.shape[0]:
-        sim, idx = topk_cosine_search(test, train, k_edges, precision=search_precision, chunk_size=chunk_size)
+        sim, idx = topk_cosine_search(test, train, k_edges, **search)
         test_graph.add(torch.arange(test.shape[0], device=x.device), idx, sim)
     return train_graph, test_graph

@@ -2,9 +2,11 @@
 
 Each training step, every visited image gets ``E`` edges per stream to its ``E`` nearest other images in
 that stream's bank (searched before the update). Every ``test_graph_every`` epochs each held-out image is
-embedded clean by each stream and linked to its ``E`` nearest training images; since a node keeps only its
-last ``V`` visits, the held-out graph is always built in the last ``V`` epochs, whatever ``test_graph_every``
-says (0 = only then), so the exported graph is complete at no extra cost. At the end of training
+embedded clean by each stream and linked to its ``E`` nearest training images. An export of the accumulated
+(FIFO) edges or of the bank features needs the held-out graph of the last ``V`` epochs (a node keeps its last
+``V`` visits), so it is always built then, whatever ``test_graph_every`` says; an export of edges rebuilt from
+clean features needs none of it, and then only the last epoch visits the held-out images (for the log; the
+kNN monitor and the export reuse that embedding). At the end of training
 (:meth:`GraphMethod.on_train_end`) each stream's graph is built as a PyG ``Data`` (see
 :mod:`sslgraph.graph.export` for the edge convention) and handed to the context to be saved.
 """
@@ -91,9 +93,10 @@ class GraphMethod(AdaSim):
 
     def on_epoch_end(self, ctx: TrainContext, *, epoch: int) -> dict[str, float]:
         stats = super().on_epoch_end(ctx, epoch=epoch)
-        every = self.cfg.method.test_graph_every
+        me = self.cfg.method
+        every = me.test_graph_every
         # ctx.epochs, not optim.epochs: under a budget the run ends when the budget does.
-        in_last_window = epoch >= ctx.epochs - self.cfg.method.vote_window
+        in_last_window = epoch >= ctx.epochs - (me.vote_window if self.exports_held_out_visits else 1)
         train_labels = self.train_labels.to(self.device)
         test_labels = self.test_labels.to(self.device)
         for stream in STREAMS:
@@ -108,6 +111,11 @@ class GraphMethod(AdaSim):
             stats.update({key: value for key, value in shares.items() if value is not None})
         return stats
 
+    @property
+    def exports_held_out_visits(self) -> bool:
+        """Whether the export reads what the held-out visits leave: their FIFO edges or their features."""
+        return self.cfg.method.export_features == "bank" or self.cfg.method.export_edges == "fifo"
+
     def on_train_end(self, ctx: TrainContext) -> None:
         ctx.save_graphs(self.build_graphs(ctx))
 
@@ -117,8 +125,7 @@ class GraphMethod(AdaSim):
         graphs: dict[Stream, Data] = {}
         for stream in STREAMS:
             # Bank features need the latest held-out pass; accumulated edges need a held-out graph at all.
-            needs_test_pass = me.export_features == "bank" or me.export_edges == "fifo"
-            if needs_test_pass and self.test_features[stream] is None:
+            if self.exports_held_out_visits and self.test_features[stream] is None:
                 self.visit_test(ctx, stream)
             if me.export_features == "clean":
                 train_x, test_x = ctx.embed(stream, "train"), ctx.embed(stream, "test")
@@ -129,7 +136,8 @@ class GraphMethod(AdaSim):
             if me.export_edges == "rebuilt":
                 train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
                                                         k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size,
-                                                        search_precision=me.bank_search_precision)
+                                                        search_precision=me.bank_search_precision,
+                                                        search_dim=me.bank_search_dim)
             graphs[stream] = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph,
                                               test_graph=test_graph, train_y=self.train_labels,
                                               test_y=self.test_labels, edge_weight=me.export_edge_weight)
