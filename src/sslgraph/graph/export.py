@@ -140,11 +140,13 @@ def rebuild_edges(x: Tensor, num_train: int, *, k_edges: int, chunk_size: int = 
     train_graph = KNNGraph(num_train, edges_per_node=k_edges, visits=1, device=x.device)
     test_graph = KNNGraph(test.shape[0], edges_per_node=k_edges, visits=1, neighbour_nodes=num_train, device=x.device)
     own = torch.arange(num_train, device=x.device)
-    search = {"precision": search_precision, "chunk_size": chunk_size, "search_dim": search_dim}
-    sim, idx = topk_cosine_search(train, train, k_edges + 1, **search)
-    neighbours, neighbour_sim = nearest_non_self(idx, sim, own, k_edges)
+    # One search of every node against the training nodes (the search copy of the keys is made once): a
+    # training node drops itself from its k + 1 nearest, a held-out node keeps its k nearest.
+    sim, idx = topk_cosine_search(x, train, k_edges + 1, precision=search_precision, chunk_size=chunk_size,
+                                  search_dim=search_dim)
+    neighbours, neighbour_sim = nearest_non_self(idx[:num_train], sim[:num_train], own, k_edges)
     train_graph.add(own, neighbours, neighbour_sim)
     if test.shape[0]:
-        sim, idx = topk_cosine_search(test, train, k_edges, **search)
-        test_graph.add(torch.arange(test.shape[0], device=x.device), idx, sim)
+        test_graph.add(torch.arange(test.shape[0], device=x.device), idx[num_train:, :k_edges],
+                       sim[num_train:, :k_edges])
     return train_graph, test_graph
