@@ -21,12 +21,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+from sslgraph.utils.allocator import tune_cpu_allocator
 
-from sslgraph.models.backbones import Backbone, ResNetBackbone, build_backbone
-from sslgraph.models.small_maps import use_plain_convs
-from sslgraph.utils.io import atomic_write_text
-from sslgraph.utils.misc import autocast_dtype, flush_denormals
+tune_cpu_allocator()  # as the command line does: before the first tensor, so the timings match its runs
+
+import torch  # noqa: E402
+
+from sslgraph.models.backbones import Backbone, ResNetBackbone, build_backbone  # noqa: E402
+from sslgraph.models.small_maps import use_plain_convs  # noqa: E402
+from sslgraph.utils.io import atomic_write_text  # noqa: E402
+from sslgraph.utils.misc import autocast_dtype, flush_denormals  # noqa: E402
 
 IMAGE_SIZE = 32
 # (label, registry name, patch size, cifar stem, torchvision's own convolutions)

@@ -20,6 +20,7 @@ from typing import NoReturn
 from sslgraph.choices import ExportEdges, ExportFeatures, options
 from sslgraph.config import DATA_ENV_VAR, PRESETS
 from sslgraph.errors import Preempted, SSLGraphError
+from sslgraph.utils.allocator import tune_cpu_allocator
 
 DEBUG_ENV_VAR = "SSLGRAPH_DEBUG"
 
@@ -185,6 +186,7 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     quiet_known_warnings()
     args = parse_args(argv)
+    tune_cpu_allocator()  # before the first tensor: huge pages and a heap that keeps freed blocks
     debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
     from sslgraph.utils.preempt import stop_signals  # imports torch: not for --help
 
