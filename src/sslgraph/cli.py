@@ -184,9 +184,11 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before anything imports torch (parsing does, for --resume): PyTorch reads its huge-page switch once,
+    # at its first tensor.
+    tune_cpu_allocator()
     quiet_known_warnings()
     args = parse_args(argv)
-    tune_cpu_allocator()  # before the first tensor: huge pages and a heap that keeps freed blocks
     debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
     from sslgraph.utils.preempt import stop_signals  # imports torch: not for --help
 

@@ -72,3 +72,22 @@ def test_tuned_process_faults_large_blocks_in_huge_pages():
     plain, tuned = count("plain"), count("tuned")
     assert plain > 10 * 16_384 * 0.9, plain
     assert tuned * 10 < plain, (tuned, plain)
+
+
+_CLI_ORDER = textwrap.dedent("""
+    import sys
+    import sslgraph.cli as cli
+    seen = []
+    cli.tune_cpu_allocator = lambda: seen.append("torch" in sys.modules)
+    code = cli.main(["report", "--run", sys.argv[1]])
+    print(seen, code)
+""")
+
+
+def test_command_line_tunes_before_torch_is_imported(tmp_path):
+    """PyTorch reads its huge-page switch at its first tensor, and parsing the arguments imports torch: the
+    command line must apply the settings before that, once."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", _CLI_ORDER, str(tmp_path / "no-run")], capture_output=True,
+                         text=True, env=env)
+    assert out.stdout.split()[0] == "[False]", out.stdout + out.stderr
