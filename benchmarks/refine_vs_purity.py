@@ -29,22 +29,18 @@ import json
 import time
 from pathlib import Path
 
-from sslgraph.utils.allocator import tune_cpu_allocator
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import Data
 
-tune_cpu_allocator()  # as the command line does: before the first tensor, so the timings match its runs
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torch_geometric.data import Data  # noqa: E402
-
-from sslgraph.config import RefineConfig  # noqa: E402
-from sslgraph.eval.knn import knn_accuracy  # noqa: E402
-from sslgraph.eval.linear import logistic_regression_probe  # noqa: E402
-from sslgraph.graph.edges import same_class_share  # noqa: E402
-from sslgraph.graph.export import load_graph  # noqa: E402
-from sslgraph.refine.train import propagate_graphs, refine_graphs  # noqa: E402
-from sslgraph.utils.io import atomic_write_text  # noqa: E402
+from sslgraph.config import RefineConfig
+from sslgraph.eval.knn import knn_accuracy
+from sslgraph.eval.linear import logistic_regression_probe
+from sslgraph.graph.edges import same_class_share
+from sslgraph.graph.export import load_graph
+from sslgraph.refine.train import propagate_graphs, refine_graphs
+from sslgraph.utils.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
