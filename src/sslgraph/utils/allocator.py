@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 TUNE_ENV_VAR = "SSLGRAPH_TUNE_ALLOCATOR"
@@ -45,11 +46,14 @@ def huge_pages_offered(mode_file: Path = THP_MODE_FILE) -> bool:
     return "[always]" in text or "[madvise]" in text
 
 
-def tune_cpu_allocator(*, environ: dict[str, str] | None = None, mode_file: Path = THP_MODE_FILE) -> dict[str, bool]:
+def tune_cpu_allocator(*, environ: MutableMapping[str, str] | None = None,
+                       mode_file: Path = THP_MODE_FILE) -> dict[str, bool]:
     """Apply both settings to this process on Linux; returns which took effect (``huge_pages``, ``malloc``).
 
     Call it before the first large tensor. A ``THP_MEM_ALLOC_ENABLE`` the user exported is left as it is, and
     ``SSLGRAPH_TUNE_ALLOCATOR=0`` turns the whole function off. Elsewhere (macOS, Windows, musl) it does nothing.
+    ``environ`` (default ``os.environ``) is where the switches are read and set; the glibc setting always applies
+    to this process.
     """
     env = os.environ if environ is None else environ
     applied = {"huge_pages": False, "malloc": False}
