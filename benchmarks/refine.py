@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from torch_geometric.data import Data  # noqa: E402
 
 from sslgraph.config import RefineConfig  # noqa: E402
-from sslgraph.refine.train import (NeighbourSampler, build_model, graph_view, propagate_graphs, refine_graphs,  # noqa: E402
-                                   train_step)
+from sslgraph.refine.train import (  # noqa: E402
+    NeighbourSampler, build_model, graph_view, propagate_graphs, refine_graphs, train_step)
 from sslgraph.utils.io import atomic_write_text, read_jsonl  # noqa: E402
 from sslgraph.utils.misc import resolve_device  # noqa: E402
 
