@@ -130,6 +130,9 @@ class OptimConfig:
     clip_grad: float = 3.0
     freeze_last_layer: int = 1
     momentum_teacher: float = 0.996
+    # The teacher's EMA momentum at the last step (cosine from momentum_teacher); DINO's 1 freezes the teacher as
+    # the run ends, a value below 1 keeps it following the student to the end.
+    momentum_teacher_end: float = 1.0
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
@@ -523,6 +526,8 @@ def validate(cfg: Config) -> None:
     _check(o.checkpoint_every_minutes is None or o.checkpoint_every_minutes > 0, "optim.checkpoint_every_minutes",
            f"must be positive or null, got {o.checkpoint_every_minutes}")
     _check(0 <= o.momentum_teacher < 1, "optim.momentum_teacher", f"must be in [0, 1), got {o.momentum_teacher}")
+    _check(o.momentum_teacher <= o.momentum_teacher_end <= 1, "optim.momentum_teacher_end",
+           f"must be in [optim.momentum_teacher = {o.momentum_teacher}, 1], got {o.momentum_teacher_end}")
     for name in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
         _check(getattr(o, name) > 0, f"optim.{name}", f"must be > 0, got {getattr(o, name)}")
     _check(0 <= o.center_momentum < 1, "optim.center_momentum", f"must be in [0, 1), got {o.center_momentum}")

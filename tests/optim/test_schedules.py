@@ -38,6 +38,14 @@ def test_teacher_momentum_runs_from_m0_to_exactly_one():
     assert teacher_momentum_schedule(0.9, epochs=1, iters_per_epoch=1).tolist() == [0.9]
 
 
+def test_teacher_momentum_can_end_below_one_and_stay_constant():
+    sched = teacher_momentum_schedule(0.9, epochs=1, iters_per_epoch=5, end=0.98)
+    assert sched[0].item() == pytest.approx(0.9) and sched[-1].item() == pytest.approx(0.98)
+    assert sched[2].item() == pytest.approx(0.94)  # half-way between the two at cos(pi / 2) = 0
+    assert torch.all(sched[1:] >= sched[:-1])
+    assert teacher_momentum_schedule(0.99, epochs=2, iters_per_epoch=3, end=0.99).tolist() == pytest.approx([0.99] * 6)
+
+
 def test_teacher_temp_warms_up_linearly_then_stays():
     sched = teacher_temp_schedule(0.02, 0.04, warmup_epochs=3, epochs=5)
     torch.testing.assert_close(sched, torch.tensor([0.02, 0.03, 0.04, 0.04, 0.04], dtype=torch.float64))

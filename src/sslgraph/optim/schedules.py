@@ -65,8 +65,9 @@ def stretch_tail(schedule: Tensor, *, start: int, total: int) -> Tensor:
 
 
 def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int,
-                              total_iters: int | None = None) -> Tensor:
-    """EMA momentum ``1 - (1 - m0) (cos(pi it / T) + 1) / 2`` with ``T = total - 1``: ``m0`` first, exactly 1 last.
+                              total_iters: int | None = None, end: float = 1.0) -> Tensor:
+    """EMA momentum ``end - (end - m0) (cos(pi it / T) + 1) / 2`` with ``T = total - 1``: ``m0`` first, exactly
+    ``end`` last (DINO's 1 by default: the teacher freezes as the run ends; below 1 it keeps following).
 
     The cosine spans every iteration of the run (``total_iters`` when a budget sets the length). A
     single-iteration run keeps ``m0``.
@@ -77,7 +78,7 @@ def teacher_momentum_schedule(m0: float, *, epochs: int, iters_per_epoch: int,
         )
     total = epochs * iters_per_epoch if total_iters is None else total_iters
     it = torch.arange(total, dtype=torch.float64)
-    return 1.0 - (1.0 - m0) * (torch.cos(math.pi * it / max(total - 1, 1)) + 1.0) / 2.0
+    return end - (end - m0) * (torch.cos(math.pi * it / max(total - 1, 1)) + 1.0) / 2.0
 
 
 def teacher_temp_schedule(warmup_temp: float, temp: float, *, warmup_epochs: int, epochs: int) -> Tensor:

@@ -152,7 +152,8 @@ class Trainer:
                             warmup_epochs=warmup, total_iters=total),
             cosine_schedule(o.weight_decay, o.weight_decay_end, epochs=o.epochs, iters_per_epoch=ipe,
                             total_iters=total),
-            teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs, iters_per_epoch=ipe, total_iters=total),
+            teacher_momentum_schedule(o.momentum_teacher, epochs=o.epochs, iters_per_epoch=ipe, total_iters=total,
+                                      end=o.momentum_teacher_end),
         ]
         for done, new_total in self._replans:
             schedules = [stretch_tail(s, start=done, total=new_total) for s in schedules]
