@@ -194,6 +194,27 @@ def test_topk_through_blocks_finds_the_same_values_as_a_full_topk(columns, k, le
     assert all(len(set(row)) == k for row in top_columns.tolist())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shift", [0.0, -3.0, -100.0])  # mixed signs; most blocks negative; every value negative
+def test_topk_through_blocks_ranks_negative_values_as_floats(dtype, shift):
+    # The block maxima are taken over integer bit patterns, which order negative floats backwards.
+    gen = torch.Generator().manual_seed(11)
+    values = (torch.randn(16, 2000, generator=gen) + shift).to(dtype)
+    values[0] = -torch.arange(2000, dtype=dtype)  # one row whose true top-k sits in the first blocks
+    top_values, top_columns = topk_through_blocks(values, 10, block=16)
+    reference = values.topk(10, dim=1).values
+    assert torch.equal(top_values.sort(dim=1, descending=True).values, reference)
+    assert torch.equal(values.gather(1, top_columns), top_values)
+    assert top_columns[0].sort().values.tolist() == list(range(10))
+
+
+def test_topk_through_blocks_accepts_a_non_contiguous_view():
+    gen = torch.Generator().manual_seed(12)
+    values = torch.randn(3000, 16, generator=gen).T  # strided rows: no integer view, plain float maxima
+    top_values, _ = topk_through_blocks(values, 5, block=16)
+    assert torch.equal(top_values.sort(dim=1, descending=True).values, values.topk(5, dim=1).values)
+
+
 def test_topk_through_blocks_reaches_a_maximum_in_the_partial_last_block():
     values = torch.zeros(2, 1003)
     values[0, 1001] = 5.0

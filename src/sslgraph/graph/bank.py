@@ -111,9 +111,19 @@ def topk_cosine_rescored(queries: Tensor, keys: Tensor, search_keys: Tensor, k: 
             cand = cand.gather(1, keep)
     cand = cand.sort(dim=1).values  # index order first, so the stable sort below keeps lower indices first
     queries = queries.to(device=keys.device, dtype=keys.dtype)
-    exact = torch.einsum("bd,bcd->bc", queries, keys[cand])
+    # index_select gathers the candidate rows about twice as fast as keys[cand] on a CPU (7 against 13 ms for
+    # 256 x 40 rows of a 50,000 x 512 bank).
+    rows = keys.index_select(0, cand.flatten()).view(*cand.shape, keys.shape[1])
+    exact = torch.einsum("bd,bcd->bc", queries, rows)
     values, order = exact.sort(dim=1, descending=True, stable=True)
     return values[:, :k], cand.gather(1, order[:, :k])
+
+
+# Integers of the same width as a float type: for floats >= 0 their bit patterns, read as signed integers, order
+# exactly as the floats do (and every negative float reads as a negative integer), and an integer maximum runs
+# several times faster on a CPU than a bfloat16 one (1.1 against 6 ms for 256 x 50,000).
+_SAME_WIDTH_INT = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
+                   torch.float64: torch.int64}
 
 
 def topk_through_blocks(values: Tensor, k: int, *, block: int = 64) -> tuple[Tensor, Tensor]:
@@ -122,21 +132,32 @@ def topk_through_blocks(values: Tensor, k: int, *, block: int = 64) -> tuple[Ten
     A row's top ``k`` entries lie in the ``k`` blocks of ``block`` columns with the largest maxima (an entry
     outside them would be beaten by those ``k`` maxima), so a top-k over the block maxima and then over the
     ``k * block`` columns of the chosen blocks finds them: at 50,000 columns and k = 20 that reads the row once
-    for the maxima instead of running a top-k over all of it (8.5 -> 3 ms for 256 rows on 2 cores).
+    for the maxima instead of running a top-k over all of it (8.5 -> 3 ms for 256 rows on 2 cores). The maxima
+    are taken over the values' bit patterns as integers, which rank non-negative floats exactly; a row whose
+    ``k``-th best block has a negative maximum (where that ranking may be wrong) takes a plain top-k instead.
     """
     rows, columns = values.shape
     blocks = columns // block
     if blocks < 4 * k:
         top = values.topk(k, dim=1)
         return top.values, top.indices
-    maxima = values[:, :blocks * block].unflatten(1, (blocks, block)).amax(dim=2)
-    chosen = maxima.topk(k, dim=1).indices  # [rows, k]
+    as_int = _SAME_WIDTH_INT.get(values.dtype) if values.is_contiguous() else None
+    keys = values.view(as_int) if as_int is not None else values
+    maxima = keys[:, :blocks * block].unflatten(1, (blocks, block)).amax(dim=2)
+    best_maxima, chosen = maxima.topk(k, dim=1)  # [rows, k]
     offsets = torch.arange(block, device=values.device)
     candidates = (chosen.unsqueeze(2) * block + offsets).flatten(1)
     tail = torch.arange(blocks * block, columns, device=values.device).expand(rows, -1)  # the last partial block
     candidates = torch.cat([candidates, tail], dim=1)
     top = values.gather(1, candidates).topk(k, dim=1)
-    return top.values, candidates.gather(1, top.indices)
+    top_values, top_columns = top.values, candidates.gather(1, top.indices)
+    if as_int is not None:
+        unsure = (best_maxima[:, -1] < 0).nonzero().squeeze(1)
+        if unsure.numel():
+            plain = values[unsure].topk(k, dim=1)
+            top_values, top_columns = top_values.index_put((unsure,), plain.values), top_columns.index_put(
+                (unsure,), plain.indices)
+    return top_values, top_columns
 
 
 def principal_directions(rows: Tensor, dim: int) -> Tensor:
