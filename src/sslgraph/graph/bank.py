@@ -111,8 +111,8 @@ def topk_cosine_rescored(queries: Tensor, keys: Tensor, search_keys: Tensor, k: 
             cand = cand.gather(1, keep)
     cand = cand.sort(dim=1).values  # index order first, so the stable sort below keeps lower indices first
     queries = queries.to(device=keys.device, dtype=keys.dtype)
-    # index_select gathers the candidate rows about twice as fast as keys[cand] on a CPU (7 against 13 ms for
-    # 256 x 40 rows of a 50,000 x 512 bank).
+    # index_select gathers the candidate rows faster than keys[cand] on a CPU (7.6 against 13.0 ms for 256 x 80
+    # rows of a 50,000 x 512 bank).
     rows = keys.index_select(0, cand.flatten()).view(*cand.shape, keys.shape[1])
     exact = torch.einsum("bd,bcd->bc", queries, rows)
     values, order = exact.sort(dim=1, descending=True, stable=True)
