@@ -210,7 +210,7 @@ def test_topk_through_blocks_ranks_negative_values_as_floats(dtype, shift):
 
 def test_topk_through_blocks_accepts_a_non_contiguous_view():
     gen = torch.Generator().manual_seed(12)
-    values = torch.randn(3000, 16, generator=gen).T  # strided rows: no integer view, plain float maxima
+    values = torch.randn(3000, 16, generator=gen).T  # strided rows: the integer view keeps the strides
     top_values, _ = topk_through_blocks(values, 5, block=16)
     assert torch.equal(top_values.sort(dim=1, descending=True).values, values.topk(5, dim=1).values)
 

@@ -141,7 +141,7 @@ def topk_through_blocks(values: Tensor, k: int, *, block: int = 64) -> tuple[Ten
     if blocks < 4 * k:
         top = values.topk(k, dim=1)
         return top.values, top.indices
-    as_int = _SAME_WIDTH_INT.get(values.dtype) if values.is_contiguous() else None
+    as_int = _SAME_WIDTH_INT.get(values.dtype)  # a same-width view keeps shape and strides: any layout works
     keys = values.view(as_int) if as_int is not None else values
     maxima = keys[:, :blocks * block].unflatten(1, (blocks, block)).amax(dim=2)
     best_maxima, chosen = maxima.topk(k, dim=1)  # [rows, k]
