@@ -155,8 +155,7 @@ def topk_through_blocks(values: Tensor, k: int, *, block: int = 64) -> tuple[Ten
         unsure = (best_maxima[:, -1] < 0).nonzero().squeeze(1)
         if unsure.numel():
             plain = values[unsure].topk(k, dim=1)
-            top_values, top_columns = top_values.index_put((unsure,), plain.values), top_columns.index_put(
-                (unsure,), plain.indices)
+            top_values[unsure], top_columns[unsure] = plain.values, plain.indices  # both fresh tensors of this call
     return top_values, top_columns
 
 
