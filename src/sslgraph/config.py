@@ -147,6 +147,8 @@ class OptimConfig:
     sgd_momentum: float = 0.9
     # NT-Xent temperature of method.objective=simclr.
     contrastive_temperature: float = 0.2
+    # Decoupled contrastive loss: the positive left out of NT-Xent's denominator (losses.contrastive).
+    contrastive_decoupled: bool = False
     # Train for this many minutes of training steps instead of optim.epochs: the first steps are timed, the
     # schedules are laid over the number of steps that fit, and each epoch end re-plans the rest from that
     # epoch's pace (the plan is stored in the checkpoint, so a resume rebuilds the same schedules).

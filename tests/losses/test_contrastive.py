@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from sslgraph.losses.contrastive import multi_crop_nt_xent_loss, nt_xent_loss
 
 
-def _by_hand(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
+def _by_hand(z1: torch.Tensor, z2: torch.Tensor, t: float, *, decoupled: bool = False) -> float:
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n, total = len(z1), 0.0
     for i in range(2 * n):
         positive = (i + n) % (2 * n)
-        denominator = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(2 * n) if k != i)
+        left_out = {i, positive} if decoupled else {i}
+        denominator = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(2 * n) if k not in left_out)
         total += -float(z[i] @ z[positive]) / t + math.log(denominator)
     return total / (2 * n)
 
@@ -34,6 +35,29 @@ def test_matches_the_formula_on_random_views() -> None:
     generator = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
     assert nt_xent_loss(z1, z2, temperature=0.2).item() == pytest.approx(_by_hand(z1, z2, 0.2), rel=1e-5)
+
+
+def test_two_pairs_by_hand_decoupled() -> None:
+    # As above without the positive (cosine 0, exp(0) = 1) in each denominator.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    expected = (math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(2.0))) / 2
+    assert nt_xent_loss(z1, z2, temperature=0.5, decoupled=True).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_decoupled_matches_the_formula_and_splits_over_processes() -> None:
+    generator = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+    whole = nt_xent_loss(z1, z2, temperature=0.2, decoupled=True)
+    assert whole.item() == pytest.approx(_by_hand(z1, z2, 0.2, decoupled=True), rel=1e-5)
+    assert whole.item() < nt_xent_loss(z1, z2, temperature=0.2).item()  # a smaller denominator in every row
+    parts = [nt_xent_loss(z1[i:i + 4], z2[i:i + 4], temperature=0.2, keys=(z1, z2), offset=i, decoupled=True)
+             for i in (0, 4)]
+    assert (sum(parts) / 2).item() == pytest.approx(whole.item(), rel=1e-6)
+    views = torch.stack([z1, z2, torch.randn(8, 5, generator=generator)])
+    multi = multi_crop_nt_xent_loss(views, temperature=0.2, decoupled=True)
+    pairs = [nt_xent_loss(views[a], views[b], temperature=0.2, decoupled=True) for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert multi.item() == pytest.approx(sum(p.item() for p in pairs) / 3, rel=1e-6)
 
 
 def test_split_queries_with_global_keys_average_to_the_whole_batch() -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float, keys: tuple[Tensor, Tensor] | None = None,
-                 offset: int = 0) -> Tensor:
+                 offset: int = 0, decoupled: bool = False) -> Tensor:
     """Mean cross-entropy of each view picking its other view among all ``2N`` views of the batch.
 
     ``z1``, ``z2``: ``[B, D]`` projections of the two views of the same ``B`` images (row ``i`` of each is
@@ -23,6 +23,11 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float, keys: tuple[Tens
     processes) that the local queries ``z1``/``z2`` are compared with; the positives of local row ``i`` are
     then global rows ``offset + i``. With ``keys=None`` the batch is its own key set (``N = B``, ``offset=0``).
     Averaging the per-process results over processes gives the single-process loss of the global batch.
+
+    ``decoupled``: leave the positive out of the softmax's denominator (DCL, Yeh et al. 2022), i.e.
+    ``-s_pos / T + logsumexp(negatives / T)``. With the positive in the denominator, an easy positive shrinks
+    the gradient of every negative by the factor ``1 - p_pos``; without it the loss keeps pushing negatives
+    apart however well the positive is matched, which is meant to help small batches and short schedules.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(f"nt_xent_loss: z1 and z2 must both be [B, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -41,11 +46,15 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float, keys: tuple[Tens
         self_cols = torch.cat([rows, rows + n])
         logits = logits.scatter(1, self_cols.unsqueeze(1), float("-inf"))   # a view is not its own negative
         targets = torch.cat([rows + n, rows])
-        return F.cross_entropy(logits, targets)
+        if not decoupled:
+            return F.cross_entropy(logits, targets)
+        positives = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        negatives = logits.scatter(1, targets.unsqueeze(1), float("-inf"))
+        return (torch.logsumexp(negatives, dim=1) - positives).mean()
 
 
 def multi_crop_nt_xent_loss(z: Tensor, *, temperature: float, global_views: int = 2,
-                            keys: Tensor | None = None, offset: int = 0) -> Tensor:
+                            keys: Tensor | None = None, offset: int = 0, decoupled: bool = False) -> Tensor:
     """Mean :func:`nt_xent_loss` over every pair of views that contains a global view (multi-crop SimCLR).
 
     ``z``: ``[V, B, D]`` projections of V views of the same B images, the ``global_views`` first and local crops
@@ -53,13 +62,13 @@ def multi_crop_nt_xent_loss(z: Tensor, *, temperature: float, global_views: int 
     global pair and the 2L (global, local) pairs; local crops are never compared with each other, as in
     multi-crop DINO and SwAV, because two small crops of one image often share nothing. With ``V = 2`` this is
     :func:`nt_xent_loss` of the two views. ``keys`` (optional) is ``[V, N, D]``, the views of the global batch
-    (see :func:`nt_xent_loss`).
+    (see :func:`nt_xent_loss`), ``decoupled`` as there.
     """
     if z.dim() != 3 or z.shape[0] < 2:
         raise ValueError(f"multi_crop_nt_xent_loss: z must be [V >= 2, B, D], got {tuple(z.shape)}")
     if not 1 <= global_views <= z.shape[0]:
         raise ValueError(f"multi_crop_nt_xent_loss: global_views must be in [1, {z.shape[0]}], got {global_views}")
     pairs = [(a, b) for a in range(global_views) for b in range(a + 1, z.shape[0])]
-    losses = [nt_xent_loss(z[a], z[b], temperature=temperature, offset=offset,
+    losses = [nt_xent_loss(z[a], z[b], temperature=temperature, offset=offset, decoupled=decoupled,
                            keys=None if keys is None else (keys[a], keys[b])) for a, b in pairs]
     return torch.stack(losses).mean()

@@ -98,12 +98,13 @@ class SimCLRObjective(Objective):
     needs_teacher = False
 
     def loss(self, student_out: Tensor, teacher_out: Tensor | None, *, epoch: int) -> Tensor:
-        temperature = self.cfg.optim.contrastive_temperature
+        o = self.cfg.optim
         if not dist.is_dist():
-            return multi_crop_nt_xent_loss(student_out, temperature=temperature)
+            return multi_crop_nt_xent_loss(student_out, temperature=o.contrastive_temperature,
+                                           decoupled=o.contrastive_decoupled)
         keys = torch.cat(dist_nn.all_gather(student_out), dim=1)  # [V, global batch, D], with gradients
-        return multi_crop_nt_xent_loss(student_out, temperature=temperature, keys=keys,
-                                       offset=dist.rank() * student_out.shape[1])
+        return multi_crop_nt_xent_loss(student_out, temperature=o.contrastive_temperature, keys=keys,
+                                       offset=dist.rank() * student_out.shape[1], decoupled=o.contrastive_decoupled)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"dino": DINOObjective, "simclr": SimCLRObjective}
