@@ -99,12 +99,12 @@ class SimCLRObjective(Objective):
 
     def loss(self, student_out: Tensor, teacher_out: Tensor | None, *, epoch: int) -> Tensor:
         o = self.cfg.optim
-        if not dist.is_dist():
-            return multi_crop_nt_xent_loss(student_out, temperature=o.contrastive_temperature,
-                                           decoupled=o.contrastive_decoupled)
-        keys = torch.cat(dist_nn.all_gather(student_out), dim=1)  # [V, global batch, D], with gradients
-        return multi_crop_nt_xent_loss(student_out, temperature=o.contrastive_temperature, keys=keys,
-                                       offset=dist.rank() * student_out.shape[1], decoupled=o.contrastive_decoupled)
+        keys, offset = None, 0  # one process: the batch is its own key set
+        if dist.is_dist():
+            keys = torch.cat(dist_nn.all_gather(student_out), dim=1)  # [V, global batch, D], with gradients
+            offset = dist.rank() * student_out.shape[1]
+        return multi_crop_nt_xent_loss(student_out, temperature=o.contrastive_temperature, keys=keys, offset=offset,
+                                       decoupled=o.contrastive_decoupled)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {"dino": DINOObjective, "simclr": SimCLRObjective}
