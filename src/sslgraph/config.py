@@ -96,6 +96,11 @@ class AugConfig:
     local_crop_scale_min: float = 0.05
     local_crop_scale_max: float = 0.4
     local_blur_p: float = 0.5
+    # Fuse the views' colour jitter, grayscale and normalisation, and their parameter draw, with torch.compile
+    # (sslgraph.data.batch_aug): the same views; both views of 256 images at 32 px took 9-10 instead of 16-18 ms
+    # on 2 CPU cores. The first batch of each shape pays the compilation (about 17 s there, 4-9 s from the
+    # compiler's disk cache; a CPU needs a C++ compiler for it). Off by default: on a 14-minute clock the two cancel.
+    compile: bool = False
 
 
 @dataclass

@@ -175,3 +175,20 @@ def test_local_crops_follow_the_two_global_views_at_their_own_size_and_scale() -
     for b in range(3):
         torch.testing.assert_close(views[3][b] * 0.25 + 0.5, _reference(images[b], params, b, recipes[3]),
                                    atol=2e-2, rtol=0)
+
+
+def test_compiled_colour_steps_give_the_eager_views() -> None:
+    """``compile=True`` (``aug.compile``): the fused colour steps and parameter draw equal the eager path, for a
+    view normalised inside the fused function (no blur) and one blurred and solarised after it."""
+    recipes = [ViewRecipe(size=16, blur_p=0.0, jitter_p=0.8, grayscale_p=0.5),
+               ViewRecipe(size=16, blur_p=1.0, blur_sigma=(0.2, 1.0), solarize_p=0.5, grayscale_p=0.5)]
+    eager = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=3)
+    fused = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=3, compile=True)
+    images, indices = _images(32, size=20), torch.arange(40, 72)
+    for epoch in (0, 1):
+        for a, b in zip(eager(images, indices, epoch=epoch), fused(images, indices, epoch=epoch)):
+            assert torch.allclose(a, b, atol=1e-5)
+    # The draw is the same random stream, so the crops, flips and jitter factors are equal exactly.
+    p, q = eager.params(1, indices, epoch=1, height=20, width=20), fused.params(1, indices, epoch=1, height=20,
+                                                                                width=20)
+    assert all(torch.equal(getattr(p, f), getattr(q, f)) for f in ("boxes", "flip", "jitter", "hue", "grayscale"))

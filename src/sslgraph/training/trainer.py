@@ -103,7 +103,7 @@ class Trainer:
             num_workers=cfg.data.num_workers, storage_size=round(cfg.data.image_size / IMAGENET_CROP_RATIO),
             cache_on_device=device.type == "cuda")
         self.augment = BatchAugment(view_recipes(cfg.aug, image_size=cfg.data.image_size), mean=cfg.data.mean,
-                                    std=cfg.data.std, seed=cfg.seed)
+                                    std=cfg.data.std, seed=cfg.seed, compile=cfg.aug.compile)
         self.iters_per_epoch = len(self.batches)
         self.eval_sets = {split: EvalDataset(base, eval_transform(cfg.data))
                           for split, base in (("train", self.train_base), ("test", self.test_base))}
