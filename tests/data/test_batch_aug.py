@@ -192,3 +192,14 @@ def test_compiled_colour_steps_give_the_eager_views() -> None:
     p, q = eager.params(1, indices, epoch=1, height=20, width=20), fused.params(1, indices, epoch=1, height=20,
                                                                                 width=20)
     assert all(torch.equal(getattr(p, f), getattr(q, f)) for f in ("boxes", "flip", "jitter", "hue", "grayscale"))
+
+
+def test_compile_without_a_cpp_compiler_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslgraph.data import batch_aug
+    from sslgraph.errors import ConfigError
+
+    batch_aug.require_cpp_compiler("cpu")  # this machine has one
+    monkeypatch.setattr(batch_aug.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match=r"^aug\.compile: .*C\+\+ compiler.*aug\.compile=false"):
+        batch_aug.require_cpp_compiler("cpu")
+    batch_aug.require_cpp_compiler("cuda")  # Triton, no C++ compiler needed

@@ -16,6 +16,8 @@ convolution per axis), solarisation, normalisation.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from sslgraph.config import AugConfig, local_crop_size
 from sslgraph.data.transforms import blur_kernel_size, blur_sigma
+from sslgraph.errors import ConfigError
 
 _M32 = 0xFFFFFFFF
 _HASH_MUL = 0x45D9F3B  # < 2**31: products of 32-bit values stay below 2**63, no signed overflow
@@ -273,6 +276,26 @@ def jitter_and_grey(x: Tensor, brightness: Tensor, contrast: Tensor, saturation:
     if scale is not None and shift is not None:
         x = torch.addcmul(shift, x, scale)
     return x
+
+
+def _cpp_compiler() -> str:
+    """The C++ compiler ``torch.compile`` would call on a CPU (``CXX`` or its default)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        return str(get_cpp_compiler())
+    except Exception:  # an internal of torch: fall back to what it reads
+        return os.environ.get("CXX", "g++")
+
+
+def require_cpp_compiler(device: torch.device | str) -> None:
+    """``aug.compile`` on a CPU builds C++ at the first batch: refuse it up front, in one line, where no
+    compiler is found (on a GPU the kernels come from Triton and need none)."""
+    if torch.device(device).type != "cpu":
+        return
+    compiler = _cpp_compiler()
+    if shutil.which(compiler) is None:
+        raise ConfigError(f"aug.compile: torch.compile on the CPU needs a C++ compiler and {compiler!r} was not "
+                          f"found; install one (or point CXX at it), or set aug.compile=false")
 
 
 def _param_tensors(recipe: ViewRecipe, keys: Tensor, height: int, width: int) -> tuple[Tensor, ...]:

@@ -24,7 +24,7 @@ from torch_geometric.data import Data
 from sslgraph.config import Config, local_crop_size, to_dict
 from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
-from sslgraph.data.batch_aug import BatchAugment, view_recipes
+from sslgraph.data.batch_aug import BatchAugment, require_cpp_compiler, view_recipes
 from sslgraph.data.batches import PretrainBatches
 from sslgraph.errors import ConfigError, NonFiniteLossError, Preempted
 from sslgraph.eval.features import extract_features, feature_record, feature_settings, network_fingerprint
@@ -102,6 +102,8 @@ class Trainer:
             self.train_base, sampler=self.sampler, batch_size=self.local_batch, device=device,
             num_workers=cfg.data.num_workers, storage_size=round(cfg.data.image_size / IMAGENET_CROP_RATIO),
             cache_on_device=device.type == "cuda")
+        if cfg.aug.compile:
+            require_cpp_compiler(device)
         self.augment = BatchAugment(view_recipes(cfg.aug, image_size=cfg.data.image_size), mean=cfg.data.mean,
                                     std=cfg.data.std, seed=cfg.seed, compile=cfg.aug.compile)
         self.iters_per_epoch = len(self.batches)
