@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -299,35 +299,35 @@ def require_cpp_compiler(device: torch.device | str) -> None:
 
 
 def _param_tensors(recipe: ViewRecipe, keys: Tensor, height: int, width: int) -> tuple[Tensor, ...]:
-    """:func:`draw_params` as a tuple of tensors, the form ``torch.compile`` fuses (about seventy tiny ops)."""
+    """:func:`draw_params` as a tuple of tensors in field order, the form ``torch.compile`` fuses (about seventy
+    tiny ops)."""
     p = draw_params(recipe, keys, height=height, width=width)
-    return (p.boxes, p.flip, p.jitter, p.brightness, p.contrast, p.saturation, p.hue, p.grayscale, p.sigma,
-            p.solarize)
+    return tuple(getattr(p, f.name) for f in fields(p))
+
+
+def _colour(colour: Callable[..., Tensor], x: Tensor, params: ViewParams, recipe: ViewRecipe, *, grey: bool,
+            scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    """``colour`` (:func:`jitter_and_grey` or its compiled form) with the view's parameters and recipe; ``grey``:
+    whether it also makes the grey samples."""
+    return colour(x, params.brightness, params.contrast, params.saturation, params.hue, params.jitter,
+                  params.grayscale, use_jitter=recipe.jitter_p > 0, use_hue=recipe.jitter_p > 0 and recipe.hue > 0,
+                  use_grey=grey and recipe.grayscale_p > 0, scale=scale, shift=shift)
 
 
 def apply_view(images: Tensor, params: ViewParams, recipe: ViewRecipe, *,
                fused: Callable[..., Tensor] | None = None) -> Tensor:
     """One view of a float batch in ``[0, 1]`` with the given per-sample parameters; values stay in ``[0, 1]``.
 
-    ``fused``: :func:`jitter_and_grey` (or its compiled form) for the colour steps instead of the eager ones.
+    ``fused``: the compiled :func:`jitter_and_grey` for the colour steps instead of the eager one.
     """
     x = resized_crop(images, params.boxes, params.flip, recipe.size)
-    if fused is not None:
-        x = fused(x, params.brightness, params.contrast, params.saturation, params.hue, params.jitter,
-                  params.grayscale, use_jitter=recipe.jitter_p > 0, use_hue=recipe.jitter_p > 0 and recipe.hue > 0,
-                  use_grey=recipe.grayscale_p > 0)
-    if fused is None and recipe.jitter_p > 0:
-        x = adjust_brightness(x, params.brightness)
-        x = adjust_contrast(x, params.contrast)
-        x = adjust_saturation(x, params.saturation)
-        if recipe.hue > 0:
-            x = torch.where(params.jitter.view(-1, 1, 1, 1), adjust_hue(x, params.hue), x)
-    if fused is None and recipe.grayscale_p > 0:
-        if x.is_cuda:  # a select over the whole batch: indexing by a mask would make the host wait for the GPU
-            x = torch.where(params.grayscale.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
-        else:  # only the samples drawn grey (a fifth of the batch by default), in place
-            grey = params.grayscale.nonzero().squeeze(1)
-            x[grey] = _gray(x[grey]).expand(-1, 3, -1, -1)
+    # Eager on a CPU, only the samples drawn grey (a fifth of the batch by default) are converted, in place;
+    # elsewhere a select over the whole batch (indexing by a mask would make the host wait for a GPU).
+    grey_in_place = fused is None and not x.is_cuda
+    x = _colour(fused or jitter_and_grey, x, params, recipe, grey=not grey_in_place)
+    if grey_in_place and recipe.grayscale_p > 0:
+        grey = params.grayscale.nonzero().squeeze(1)
+        x[grey] = _gray(x[grey]).expand(-1, 3, -1, -1)
     if recipe.blur_p > 0:
         x = gaussian_blur(x, params.sigma, recipe.blur_kernel)
     if recipe.solarize_p > 0:
@@ -389,11 +389,8 @@ class BatchAugment:
             if self.fused is not None and recipe.blur_p == 0 and recipe.solarize_p == 0:
                 # Nothing after the colour steps but the normalisation: fused with them.
                 x = resized_crop(src, params.boxes, params.flip, recipe.size)
-                views.append(self.fused(x, params.brightness, params.contrast, params.saturation, params.hue,
-                                        params.jitter, params.grayscale, use_jitter=recipe.jitter_p > 0,
-                                        use_hue=recipe.jitter_p > 0 and recipe.hue > 0,
-                                        use_grey=recipe.grayscale_p > 0, scale=self._scale.to(x.device),
-                                        shift=self._shift.to(x.device)))
+                views.append(_colour(self.fused, x, params, recipe, grey=True, scale=self._scale.to(x.device),
+                                     shift=self._shift.to(x.device)))
             else:
                 views.append(self.normalize(apply_view(src, params, recipe, fused=self.fused)))
         return views
