@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from sslgraph.config import load_config  # noqa: E402
 from sslgraph.graph.bank import MemoryBank  # noqa: E402
 from sslgraph.training.trainer import Trainer  # noqa: E402
-from sslgraph.utils.misc import autocast_dtype  # noqa: E402
+from sslgraph.utils.misc import autocast_dtype, flush_denormals  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched by a substring of
 # torch.cuda.get_device_name(); the first match wins, so the more specific names come first.
@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = load_config(preset=args.preset, overrides=[*args.overrides, f"method.name={method}",
                                                           f"device={args.device}", "out_dir=/tmp/sslgraph-bench"])
         cases[method] = Cases(Trainer(cfg, device=device), bare=i == 0, compiled=args.compile)
-    measure_interleaved(cases, rounds=args.rounds, steps=args.steps)
+    with flush_denormals(device.type == "cpu"):  # as Trainer.fit runs its steps
+        measure_interleaved(cases, rounds=args.rounds, steps=args.steps)
     rows = {method: row_of(case, peak=peak) for method, case in cases.items()}
     if "dino" in cases and "graph" in cases:
         # Per round, so that both loops' times come from the same minutes.

@@ -35,6 +35,7 @@ _GOLDEN = 0x9E3779B9
 
 # Slots of the per-sample random stream; each draws an independent uniform number.
 _SCALE, _RATIO, _LEFT, _TOP, _FLIP, _JIT_P, _BRIGHT, _CONTRAST, _SAT, _HUE, _GRAY, _BLUR_P, _SIGMA, _SOLAR = range(14)
+_SLOTS = 14
 
 
 def _mix32(x: Tensor) -> Tensor:
@@ -54,7 +55,14 @@ def sample_keys(indices: Tensor, *, seed: int, epoch: int, view: int) -> Tensor:
 
 def uniform(keys: Tensor, slot: int) -> Tensor:
     """A float32 in ``[0, 1)`` per key for random-number ``slot`` (24 random bits)."""
-    h = _mix32(keys ^ ((slot + 1) * 0x27D4EB2D & _M32))
+    return uniforms(keys, slots=[slot]).squeeze(1)
+
+
+def uniforms(keys: Tensor, *, slots: Sequence[int] = range(_SLOTS)) -> Tensor:
+    """``[B, len(slots)]``: :func:`uniform` of every key for each slot, in one hash pass over a ``[B, S]`` tensor
+    instead of one per slot (the per-slot draws were about two hundred tiny operators per view)."""
+    salts = torch.tensor([(slot + 1) * 0x27D4EB2D & _M32 for slot in slots], dtype=torch.long, device=keys.device)
+    h = _mix32(keys.unsqueeze(1) ^ salts)
     return (h >> 8).float() / float(1 << 24)
 
 
@@ -124,32 +132,33 @@ def draw_params(recipe: ViewRecipe, keys: Tensor, *, height: int, width: int) ->
     uniform in ``ratio``, integer box); where the box does not fit, its sides are clamped to the image instead
     of retrying, so every sample costs the same.
     """
-    area = height * width * (recipe.scale[0] + (recipe.scale[1] - recipe.scale[0]) * uniform(keys, _SCALE))
+    u = uniforms(keys).unbind(1)  # one column per slot
+    area = height * width * (recipe.scale[0] + (recipe.scale[1] - recipe.scale[0]) * u[_SCALE])
     log_lo, log_hi = math.log(recipe.ratio[0]), math.log(recipe.ratio[1])
-    aspect = torch.exp(log_lo + (log_hi - log_lo) * uniform(keys, _RATIO))
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[_RATIO])
     w = torch.sqrt(area * aspect).round().clamp(1, width)
     h = torch.sqrt(area / aspect).round().clamp(1, height)
-    left = torch.floor(uniform(keys, _LEFT) * (width - w + 1)).clamp(max=width - w)
-    top = torch.floor(uniform(keys, _TOP) * (height - h + 1)).clamp(max=height - h)
+    left = torch.floor(u[_LEFT] * (width - w + 1)).clamp(max=width - w)
+    top = torch.floor(u[_TOP] * (height - h + 1)).clamp(max=height - h)
 
     def factor(slot: int, strength: float) -> Tensor:
-        return 1 + strength * (2 * uniform(keys, slot) - 1)
+        return 1 + strength * (2 * u[slot] - 1)
 
-    jitter = uniform(keys, _JIT_P) < recipe.jitter_p
+    jitter = u[_JIT_P] < recipe.jitter_p
     one = torch.ones_like(area)
-    blur = uniform(keys, _BLUR_P) < recipe.blur_p
-    sigma = recipe.blur_sigma[0] + (recipe.blur_sigma[1] - recipe.blur_sigma[0]) * uniform(keys, _SIGMA)
+    blur = u[_BLUR_P] < recipe.blur_p
+    sigma = recipe.blur_sigma[0] + (recipe.blur_sigma[1] - recipe.blur_sigma[0]) * u[_SIGMA]
     return ViewParams(
         boxes=torch.stack([left, top, w, h], dim=1),
-        flip=uniform(keys, _FLIP) < recipe.flip_p,
+        flip=u[_FLIP] < recipe.flip_p,
         jitter=jitter,
         brightness=torch.where(jitter, factor(_BRIGHT, recipe.brightness), one),
         contrast=torch.where(jitter, factor(_CONTRAST, recipe.contrast), one),
         saturation=torch.where(jitter, factor(_SAT, recipe.saturation), one),
-        hue=torch.where(jitter, recipe.hue * (2 * uniform(keys, _HUE) - 1), 0 * one),
-        grayscale=uniform(keys, _GRAY) < recipe.grayscale_p,
+        hue=torch.where(jitter, recipe.hue * (2 * u[_HUE] - 1), 0 * one),
+        grayscale=u[_GRAY] < recipe.grayscale_p,
         sigma=torch.where(blur, sigma, 0 * one),
-        solarize=uniform(keys, _SOLAR) < recipe.solarize_p,
+        solarize=u[_SOLAR] < recipe.solarize_p,
     )
 
 
@@ -198,7 +207,8 @@ def _gray(images: Tensor) -> Tensor:
 
 
 def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    return (factor.view(-1, 1, 1, 1) * images + (1 - factor.view(-1, 1, 1, 1)) * other).clamp_(0, 1)
+    """``factor * images + (1 - factor) * other`` as PIL's blend, in one pass (``lerp``), clamped to [0, 1]."""
+    return torch.lerp(other.expand_as(images), images, factor.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
@@ -225,15 +235,17 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     r, g, b = images.unbind(1)
     maxc = images.amax(dim=1)
     spread = maxc - images.amin(dim=1)
-    inverse = 1.0 / torch.where(spread > 0, spread, torch.ones_like(spread))  # grey pixels: any hue, spread 0
-    # Hue in sixths of a turn, up to a multiple of 6 (the modulo below removes it).
-    sixths = torch.where(maxc == r, (g - b) * inverse,
-                         torch.where(maxc == g, (b - r) * inverse + 2.0, (r - g) * inverse + 4.0))
-    sixths = sixths + 6.0 * shift.view(-1, 1, 1)
+    # Grey pixels (spread 0) have every channel difference exactly 0, so any finite inverse gives them hue 0.
+    inverse = spread.clamp(min=1e-30).reciprocal_()
+    # Hue in sixths of a turn, up to a multiple of 6 (the modulo below removes it); (b - r) / spread + 2 as
+    # (b - r + 2 spread) / spread, so the three branches share one multiply.
+    sixths = torch.where(maxc == r, g - b, torch.where(maxc == g, torch.add(b - r, spread, alpha=2.0),
+                                                        torch.add(r - g, spread, alpha=4.0)))
+    sixths.mul_(inverse).add_(6.0 * shift.view(-1, 1, 1))
     n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     k = torch.remainder(sixths.unsqueeze(1) + n, 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1)
-    return maxc.unsqueeze(1) - spread.unsqueeze(1) * ramp
+    return torch.addcmul(maxc.unsqueeze(1), spread.unsqueeze(1), ramp, value=-1.0)
 
 
 def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
