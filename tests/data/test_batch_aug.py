@@ -9,7 +9,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from sslgraph.config import AugConfig
 from sslgraph.data.batch_aug import (BatchAugment, ViewRecipe, adjust_hue, apply_view, draw_params, gaussian_blur,
-                                     resample_matrix, resized_crop, sample_keys, uniform, view_recipes)
+                                     resample_matrix, resized_crop, sample_keys, uniform, uniforms,
+                                     view_recipes)
 
 
 def _images(n: int = 24, size: int = 32) -> torch.Tensor:
@@ -139,6 +140,27 @@ def test_uniform_stream_is_uniform_and_slots_are_independent() -> None:
     assert abs(float(torch.corrcoef(torch.stack([u, v]))[0, 1])) < 0.03
     # Neighbouring indices are not correlated either.
     assert abs(float(torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1])) < 0.03
+
+
+def _hash_in_python(x: int) -> int:
+    """The 32-bit mix written out on Python integers (the reference for the tensor version)."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def test_all_slots_at_once_equal_the_hash_written_out_per_key_and_slot() -> None:
+    """``uniforms`` draws every slot in one ``[B, S]`` pass; each entry must be the scalar hash of its own key and
+    slot, and the one-slot ``uniform`` its column."""
+    keys = sample_keys(torch.tensor([0, 1, 7, 49_999]), seed=5, epoch=3, view=1)
+    table = uniforms(keys)
+    assert table.shape == (4, 14) and table.dtype == torch.float32
+    for row, key in enumerate(keys.tolist()):
+        for slot in range(14):
+            expected = (_hash_in_python(key ^ (((slot + 1) * 0x27D4EB2D) & 0xFFFFFFFF)) >> 8) / float(1 << 24)
+            assert float(table[row, slot]) == expected
+    assert torch.equal(uniform(keys, 9), table[:, 9])
+    assert torch.equal(uniforms(keys, slots=[9, 2]), table[:, [9, 2]])
 
 
 def test_crop_scale_and_ratio_follow_the_recipe() -> None:
