@@ -34,8 +34,9 @@ _HASH_MUL = 0x45D9F3B  # < 2**31: products of 32-bit values stay below 2**63, no
 _GOLDEN = 0x9E3779B9
 
 # Slots of the per-sample random stream; each draws an independent uniform number.
-_SCALE, _RATIO, _LEFT, _TOP, _FLIP, _JIT_P, _BRIGHT, _CONTRAST, _SAT, _HUE, _GRAY, _BLUR_P, _SIGMA, _SOLAR = range(14)
 _SLOTS = 14
+(_SCALE, _RATIO, _LEFT, _TOP, _FLIP, _JIT_P, _BRIGHT, _CONTRAST, _SAT, _HUE, _GRAY, _BLUR_P, _SIGMA,
+ _SOLAR) = range(_SLOTS)
 
 
 def _mix32(x: Tensor) -> Tensor:
