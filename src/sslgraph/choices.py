@@ -17,6 +17,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 MethodName = Literal["dino", "adasim", "graph"]
 ObjectiveName = Literal["dino", "simclr"]
 OptimizerName = Literal["adamw", "sgd"]
+# What optim.budget_minutes counts: the training steps' own seconds, or the whole pretraining call.
+BudgetScope = Literal["steps", "stage"]
 BankBackend = Literal["exact", "faiss"]
 BootstrapCandidates = Literal["topk", "window"]
 # Precision of the bank search's matrix product: "auto" picks bf16 where the hardware multiplies it natively

@@ -19,10 +19,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, BootstrapCandidates, CacheMode, Dataset,
-                              EdgeVariant, EdgeWeight, EncoderKind, ExportEdges, ExportFeatures, JKMode, MethodName,
-                              NormKind, ObjectiveName, OptimizerName, Precision, PropagationNorm, RefineMode,
-                              RefineOutput, SearchPrecision)
+from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, BootstrapCandidates, BudgetScope,
+                              CacheMode, Dataset, EdgeVariant, EdgeWeight, EncoderKind, ExportEdges, ExportFeatures,
+                              JKMode, MethodName, NormKind, ObjectiveName, OptimizerName, Precision, PropagationNorm,
+                              RefineMode, RefineOutput, SearchPrecision)
 from sslgraph.errors import ConfigError
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"
@@ -158,6 +158,11 @@ class OptimConfig:
     # schedules are laid over the number of steps that fit, and each epoch end re-plans the rest from that
     # epoch's pace (the plan is stored in the checkpoint, so a resume rebuilds the same schedules).
     budget_minutes: Optional[float] = None
+    # What the budget counts. "steps": the training steps' own seconds. "stage": the whole pretraining call, from
+    # the trainer's set-up to its last file: epoch ends, checkpoints and monitors as they happen, and a reserve for
+    # the end of training (the method's last held-out visit and graph export, the final kNN monitor) estimated from
+    # an embedding pass timed at calibration. A slow host then trains fewer steps instead of overrunning.
+    budget_scope: BudgetScope = "steps"
     # Also checkpoint in the middle of an epoch once this many minutes passed since the last checkpoint, so a
     # kill without warning (kill -9, a lost node) costs at most that much work (null: only at epoch ends).
     checkpoint_every_minutes: Optional[float] = 20.0
@@ -530,6 +535,10 @@ def validate(cfg: Config) -> None:
            f"must be in [0, optim.epochs={o.epochs}], got {o.warmup_epochs}")
     _check(o.weight_decay >= 0 and o.weight_decay_end >= 0, "optim.weight_decay", "must be >= 0")
     _check(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
+    _check(o.budget_minutes is None or (o.budget_minutes > 0 and math.isfinite(o.budget_minutes)),
+           "optim.budget_minutes", f"must be a positive number or null, got {o.budget_minutes}")
+    _check(o.budget_scope == "steps" or o.budget_minutes is not None, "optim.budget_scope",
+           f"{o.budget_scope} needs optim.budget_minutes (the budget it scopes)")
     _check(o.checkpoint_every_minutes is None or o.checkpoint_every_minutes > 0, "optim.checkpoint_every_minutes",
            f"must be positive or null, got {o.checkpoint_every_minutes}")
     _check(0 <= o.momentum_teacher < 1, "optim.momentum_teacher", f"must be in [0, 1), got {o.momentum_teacher}")

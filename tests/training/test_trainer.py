@@ -228,7 +228,8 @@ def test_a_teacher_that_never_runs_follows_the_students_batch_norm_statistics(im
 def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Path) -> None:
     cfg = _cfg(image_root, extra=["optim.budget_minutes=0.01", "optim.epochs=50"])
     trainer = Trainer(cfg, device=CPU)
-    trainer._set_budget(0.02)  # 0.6 s of budget at 20 ms per step -> 30 iterations
+    # 0.6 s of budget at 20 ms per step -> 30 iterations
+    trainer._set_budget(0.02, steps_done=trainer_module.CALIBRATION_STEPS)
     assert trainer.total_iters == 30 and len(trainer.lr_schedule) == 30
     assert trainer.epochs == -(-30 // trainer.iters_per_epoch)
     state = trainer.state_dict(epoch=0)
@@ -238,7 +239,8 @@ def test_budget_sets_the_number_of_iterations_and_resume_keeps_it(image_root: Pa
     # The budget ends the run before optim.epochs: the checkpoint says it finished, so the pipeline skips it.
     last = trainer.epochs - 1
     assert trainer.state_dict(epoch=last)["finished"] and not trainer.state_dict(epoch=last - 1)["finished"]
-    trainer._set_budget(10.0)  # slower than the whole budget: still a few steps past the calibration
+    # Slower than the whole budget: still a few steps past the calibration.
+    trainer._set_budget(10.0, steps_done=trainer_module.CALIBRATION_STEPS)
     assert trainer.total_iters == trainer_module.CALIBRATION_STEPS + 1
 
 
@@ -246,7 +248,8 @@ def test_budget_replans_from_the_measured_pace_and_resume_rebuilds_the_same_sche
     cfg = _cfg(image_root, extra=["optim.budget_minutes=0.01", "optim.epochs=50", "optim.warmup_epochs=0"])
     trainer = Trainer(cfg, device=CPU)
     ipe = trainer.iters_per_epoch
-    trainer._set_budget(0.02)  # 0.6 s of budget at 20 ms per step -> 30 iterations
+    # 0.6 s of budget at 20 ms per step -> 30 iterations
+    trainer._set_budget(0.02, steps_done=trainer_module.CALIBRATION_STEPS)
     trainer._calibrated = True  # as the loop marks it after _set_budget
     assert trainer.total_iters == 30
     before = trainer.lr_schedule.clone()
@@ -270,11 +273,102 @@ def test_budget_replans_from_the_measured_pace_and_resume_rebuilds_the_same_sche
     assert again.total_iters == 2 * ipe and again.state_dict(epoch=1)["finished"]
 
 
+def test_a_stage_budget_gives_the_steps_what_the_stage_has_left_and_resume_keeps_its_clock(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(image_root, extra=["optim.budget_minutes=0.05", "optim.budget_scope=stage", "optim.epochs=50",
+                                  "optim.warmup_epochs=0"])
+    trainer = Trainer(cfg, device=CPU)
+    ipe = trainer.iters_per_epoch
+    clock = {"stage": 0.5}
+    monkeypatch.setattr(trainer, "_stage_seconds", lambda: clock["stage"])
+    monkeypatch.setattr(trainer, "_end_seconds", lambda: 0.5)
+    # 3 s of stage: 0.5 s spent before the calibration's 15 steps ended, 0.5 s kept for the end of training, the
+    # 2 s left at 20 ms per step are 100 more steps.
+    trainer._set_budget(0.02, steps_done=15)
+    trainer._calibrated = True
+    assert trainer.total_iters == 115 and trainer._end_reserve == 0.5
+    # The first epoch ran at 30 ms per step and the stage's clock reads 1.8 s: 3 - 1.8 - 0.5 = 0.7 s are left,
+    # 23 steps at that pace (0.7 / 0.03 = 23.3, floored).
+    clock["stage"] = 1.8
+    trainer._replan_budget(epoch=0, seconds=0.03 * ipe)
+    assert trainer.total_iters == ipe + 23 and trainer._budget_spent == pytest.approx(1.8)
+    state = trainer.state_dict(epoch=0)
+    assert state["budget_plan"]["spent_seconds"] == 1.8 and state["budget_plan"]["end_reserve_seconds"] == 0.5
+    # A resumed stage counts on from the checkpoint's clock, with the same reserve and schedules.
+    again = Trainer(cfg, device=CPU)
+    again.load_state_dict(state)
+    assert again._stage_before == 1.8 and again._end_reserve == 0.5 and again.total_iters == ipe + 23
+    assert again._stage_seconds() >= 1.8
+    for name in ("lr_schedule", "wd_schedule", "momentum_schedule"):
+        assert torch.equal(getattr(again, name), getattr(trainer, name)), name
+
+
+def test_the_end_of_training_reserve_counts_the_embedding_passes_it_will_make(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(image_root, extra=["optim.budget_minutes=1", "optim.budget_scope=stage"])
+    trainer = Trainer(cfg, device=CPU)
+    dino = Trainer(_cfg(image_root, method="dino", extra=["monitor.knn_every=0"]), device=CPU)
+    monitored = Trainer(_cfg(image_root, method="dino", extra=["monitor.knn_every=1"]), device=CPU)
+    n_train, n_test = len(trainer.eval_sets["train"]), len(trainer.eval_sets["test"])
+    assert (n_train, n_test) == (64, 40)
+    passes: list[tuple[str, str, int | None]] = []
+    monkeypatch.setattr(trainer, "_embed_pass", lambda stream, split, *, desc, limit=None: passes.append(
+        (stream, split, limit)))
+    # A fake clock: each timed pass over the first 40 held-out images (4 batches of 64, capped by the split) takes
+    # 2 s, i.e. 20 images per second.
+    ticks = iter([10.0, 12.0, 20.0, 22.0])
+    monkeypatch.setattr(trainer_module, "time", type("FakeTime", (), {
+        "perf_counter": staticmethod(lambda: next(ticks))}))
+    # The graph method exports clean features of both streams (train and test) and the kNN monitor embeds the
+    # teacher's: 2 x (64 + 40) images at 20 per second = 10.4 s, times the margin, plus the fixed part.
+    expected = trainer_module.END_MARGIN * 2 * (64 + 40) / 20 + trainer_module.END_FIXED_SECONDS
+    assert trainer._end_seconds() == pytest.approx(expected) and passes == [("teacher", "test", 40)]
+    assert trainer.method.final_embeddings() == {(s, p) for s in ("teacher", "student") for p in ("train", "test")}
+    # dino embeds nothing at the end but the last kNN monitor's teacher passes: 64 + 40 images.
+    monkeypatch.setattr(monitored, "_embed_pass", lambda stream, split, *, desc, limit=None: None)
+    assert monitored._end_seconds() == pytest.approx(
+        trainer_module.END_MARGIN * (64 + 40) / 20 + trainer_module.END_FIXED_SECONDS)
+    # Without a monitor and without embeddings at the end (dino) there is only the fixed part, and no pass is timed.
+    assert dino._end_seconds() == trainer_module.END_FIXED_SECONDS
+
+
+def test_the_timed_embedding_pass_embeds_the_first_images_and_leaves_the_teacher_training(image_root: Path) -> None:
+    trainer = Trainer(_cfg(image_root), device=CPU)
+    trainer.teacher.train()
+    part = trainer._embed_pass("teacher", "test", desc=None, limit=10)
+    whole = trainer._embed_pass("teacher", "test", desc=None)
+    assert part.shape == (10, trainer.embed_dim) and whole.shape[0] == 40
+    torch.testing.assert_close(part, whole[:10])
+    assert trainer.teacher.training and trainer.teacher.backbone.training
+    assert trainer._end_seconds() > trainer_module.END_FIXED_SECONDS
+
+
+def test_a_stage_budget_run_ends_and_records_its_reserve(image_root: Path) -> None:
+    cfg = _cfg(image_root, method="dino", batch=2, extra=[
+        "optim.budget_minutes=0.05", "optim.budget_scope=stage", "optim.epochs=3", "monitor.knn_at_init=false"])
+    sink = MemorySink()
+    trainer = Trainer(cfg, device=CPU, sink=sink)
+    trainer.fit()
+    plan = sink.checkpoint["budget_plan"]
+    assert sink.checkpoint["finished"] and plan["end_reserve_seconds"] > trainer_module.END_FIXED_SECONDS
+    assert trainer.total_iters >= trainer_module.CALIBRATION_STEPS + 1 and plan["spent_seconds"] > 0
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    (["optim.budget_scope=stage"], "optim.budget_scope"),
+    (["optim.budget_minutes=0"], "optim.budget_minutes"),
+    (["optim.budget_minutes=-2"], "optim.budget_minutes"),
+])
+def test_budget_settings_without_meaning_are_refused(image_root: Path, override: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        _cfg(image_root, extra=override)
+
+
 def test_teacher_momentum_cosine_spans_every_iteration_of_a_budget_run(
         image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A fake clock: steps 3..15 of the calibration take 0.12 s in all, i.e. 10 ms per step, so a 0.005-minute
-    # budget (0.3 s) is 30 iterations; no real time is measured.
-    ticks = iter([0.0, 0.0, 0.12])
+    # A fake clock (its first tick is the trainer's own start): steps 3..15 of the calibration take 0.12 s in all,
+    # i.e. 10 ms per step, so a 0.005-minute budget (0.3 s) is 30 iterations; no real time is measured.
+    ticks = iter([0.0, 0.0, 0.0, 0.12])
     monkeypatch.setattr(trainer_module, "time", type("FakeTime", (), {
         "perf_counter": staticmethod(lambda: next(ticks, 1.0))}))
     cfg = _cfg(image_root, method="dino", batch=2, extra=[

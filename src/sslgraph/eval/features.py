@@ -28,13 +28,15 @@ def extract_features(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
+    limit: int | None = None,
 ) -> torch.Tensor:
-    """Apply ``fn`` to every item ``(image, index, label)`` of ``dataset``; returns ``[N, D]`` float32 on ``device``.
+    """Apply ``fn`` to every item ``(image, index, label)`` of ``dataset`` (its first ``limit`` items with
+    ``limit``); returns ``[N, D]`` float32 on ``device``.
 
     Under ``torch.distributed`` each process embeds one contiguous shard and the shards are all-gathered,
     so every process returns the full, identically ordered matrix. ``fn`` should already be in eval mode.
     """
-    total = len(dataset)  # type: ignore[arg-type]
+    total = len(dataset) if limit is None else min(limit, len(dataset))  # type: ignore[arg-type]
     per_rank = math.ceil(total / dist.world_size())
     start = min(dist.rank() * per_rank, total)
     stop = min(start + per_rank, total)

@@ -25,7 +25,7 @@ from sslgraph.graph.bank import MemoryBank
 from sslgraph.graph.export import build_graph_data, rebuild_edges
 from sslgraph.graph.knn_graph import KNNGraph, nearest_non_self
 from sslgraph.methods.adasim import AdaSim, visit_bank
-from sslgraph.methods.hooks import Stream, TrainContext
+from sslgraph.methods.hooks import Split, Stream, TrainContext
 
 STREAMS: tuple[Stream, Stream] = ("teacher", "student")
 
@@ -118,6 +118,12 @@ class GraphMethod(AdaSim):
 
     def on_train_end(self, ctx: TrainContext) -> None:
         ctx.save_graphs(self.build_graphs(ctx))
+
+    def final_embeddings(self) -> set[tuple[Stream, Split]]:
+        """The last epoch's held-out visits embed the held-out images of both streams; an export of clean
+        features embeds the training images too."""
+        splits: tuple[Split, ...] = ("train", "test") if self.cfg.method.export_features == "clean" else ("test",)
+        return {(stream, split) for stream in STREAMS for split in splits}
 
     def build_graphs(self, ctx: TrainContext) -> dict[Stream, Data]:
         """Each stream's graph over training and held-out nodes, as configured by ``cfg.method.export_*``."""

@@ -85,6 +85,12 @@ class Method:
         """Called once after the last epoch (also when a finished run is resumed, or its end is redone to export
         again); a method that keeps graphs builds and saves them here."""
 
+    def final_embeddings(self) -> set[tuple[Stream, Split]]:
+        """The clean embeddings the end of training asks :meth:`TrainContext.embed` for (the last epoch's
+        :meth:`on_epoch_end` and :meth:`on_train_end`): a budget that covers the whole stage reserves time for
+        these passes (``optim.budget_scope=stage``)."""
+        return set()
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -44,6 +44,11 @@ __all__ = ["NonFiniteLossError", "Trainer"]
 # With optim.budget_minutes, steps CALIBRATION_SKIP..CALIBRATION_STEPS-1 of the first epoch are timed.
 CALIBRATION_SKIP = 3
 CALIBRATION_STEPS = 15
+# optim.budget_scope=stage reserves END_MARGIN x the end of training's embedding passes, timed at calibration, plus
+# END_FIXED_SECONDS: on a 2-core CPU the last kNN monitor and the graph export took 110 s, 85 of them embedding
+# 120,000 images (the rest: neighbour searches and about 1 GB of writes).
+END_MARGIN = 1.3
+END_FIXED_SECONDS = 10.0
 # "No non-finite loss seen" for the on-device record of the first step with one.
 NO_BAD_STEP = 2**62
 
@@ -64,6 +69,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, *, device: torch.device, sink: TrainingSink | None = None) -> None:
+        # The stage's clock (optim.budget_scope=stage counts from here: set-up, data loading and all).
+        self._clock_start = time.perf_counter()
         self.cfg = cfg
         self.device = device
         self.sink: TrainingSink = sink if sink is not None else MemorySink()
@@ -129,6 +136,10 @@ class Trainer:
         self._planned_iters = self.total_iters
         self._replans: list[tuple[int, int]] = []
         self._budget_spent = 0.0
+        # optim.budget_scope=stage: seconds earlier processes of this run spent (restored from the checkpoint) and
+        # the reserve for the end of training, estimated at calibration.
+        self._stage_before = 0.0
+        self._end_reserve = 0.0
         self._build_schedules()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -168,20 +179,54 @@ class Trainer:
         """Epochs this run trains: ``optim.epochs``, or as many (the last one partial) as the budget allows."""
         return -(-self.total_iters // self.iters_per_epoch)
 
-    def _set_budget(self, seconds_per_step: float) -> None:
+    @property
+    def _stage_scope(self) -> bool:
+        return self.cfg.optim.budget_scope == "stage"
+
+    def _stage_seconds(self) -> float:
+        """Wall-clock seconds of the pretraining stage so far, earlier processes of a resumed run included."""
+        return self._stage_before + time.perf_counter() - self._clock_start
+
+    def _set_budget(self, seconds_per_step: float, *, steps_done: int) -> None:
         """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts).
 
         Iterations before the calibration ran on the provisional schedules of ``optim.epochs``; from here on
         every schedule (the teacher momentum's cosine included) is indexed over the ``total_iters`` set here, so
-        the last iteration of the run is the schedule's last value.
+        the last iteration of the run is the schedule's last value. With ``optim.budget_scope=stage`` the steps
+        get what the stage has left once its time so far and the end of training's reserve are taken off.
         """
-        per_step = float(dist.all_reduce_max(torch.tensor(seconds_per_step, device=self.device)))
         minutes = float(self.cfg.optim.budget_minutes)
-        self._planned_iters = max(CALIBRATION_STEPS + 1, int(minutes * 60 / per_step))
+        reserve = self._end_seconds() if self._stage_scope else 0.0
+        local = [seconds_per_step, reserve, self._stage_seconds() if self._stage_scope else 0.0]
+        per_step, reserve, spent = (float(v) for v in dist.all_reduce_max(
+            torch.tensor(local, dtype=torch.float64, device=self.device)))
+        if self._stage_scope:
+            self._end_reserve = reserve
+            planned = steps_done + int(max(minutes * 60 - spent - reserve, 0.0) / per_step)
+            how = f" ({spent:.0f} s spent, {reserve:.0f} s kept for the end of training)"
+        else:
+            planned, how = int(minutes * 60 / per_step), ""
+        self._planned_iters = max(CALIBRATION_STEPS + 1, planned)
         self._replans = []
         self._build_schedules()
-        self._log(f"budget {minutes:g} min: {per_step * 1000:.0f} ms per step -> {self.total_iters} iterations "
+        self._log(f"budget {minutes:g} min{how}: {per_step * 1000:.0f} ms per step -> {self.total_iters} iterations "
                   f"({self.total_iters / self.iters_per_epoch:.2f} epochs)")
+
+    def _end_seconds(self) -> float:
+        """The end of training's estimated seconds: its embedding passes (the method's, see
+        :meth:`~sslgraph.methods.hooks.Method.final_embeddings`, and the last kNN monitor's) at the pace of one
+        pass over a few batches of held-out images timed now, times ``END_MARGIN``, plus ``END_FIXED_SECONDS``."""
+        keys = set(self.method.final_embeddings())
+        if self.cfg.monitor.knn_every:
+            keys |= {("teacher", "train"), ("teacher", "test")}
+        images = sum(len(self.eval_sets[split]) for _, split in keys)
+        if not images:
+            return END_FIXED_SECONDS
+        sample = min(len(self.eval_sets["test"]), 4 * self.cfg.monitor.eval_batch_size)
+        start = time.perf_counter()
+        self._embed_pass("teacher", "test", limit=sample, desc=None)
+        rate = sample / max(time.perf_counter() - start, 1e-9)
+        return END_MARGIN * images / rate + END_FIXED_SECONDS
 
     def _replan_budget(self, *, epoch: int, seconds: float) -> None:
         """After ``epoch`` (its steps took ``seconds``): fit the rest of the run into what is left of the budget
@@ -192,12 +237,13 @@ class Trainer:
             return
         done = min((epoch + 1) * self.iters_per_epoch, self.total_iters)
         steps = done - epoch * self.iters_per_epoch
-        spent_pace = dist.all_reduce_max(torch.tensor([self._budget_spent + seconds, seconds / max(steps, 1)],
-                                                      dtype=torch.float64, device=self.device))
+        spent = self._stage_seconds() if self._stage_scope else self._budget_spent + seconds
+        spent_pace = dist.all_reduce_max(torch.tensor([spent, seconds / max(steps, 1)], dtype=torch.float64,
+                                                      device=self.device))
         self._budget_spent, pace = (float(v) for v in spent_pace)
         if done >= self.total_iters:
             return
-        left = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent
+        left = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent - self._end_reserve
         new_total = done + max(0, int(left / pace))
         if new_total == self.total_iters:
             return
@@ -252,25 +298,30 @@ class Trainer:
     def _clean_features(self, stream: Stream, split: Split) -> torch.Tensor:
         key = (stream, split)
         if key not in self._embed_cache:
-            backbone = self._backbone(stream)
-            was_training = backbone.training
-            backbone.eval()
-
-            def fn(x: torch.Tensor) -> torch.Tensor:
-                with self._autocast():
-                    return backbone(x).float()
-
-            # Between epochs the training loader's workers are gone: on the CPU, inference takes every core.
-            on_cpu = self.device.type == "cpu"
-            threads = cpu_threads(cpu_threads_for(num_workers=0)) if on_cpu else nullcontext()
-            try:
-                with threads:
-                    self._embed_cache[key] = extract_features(
-                        fn, self.eval_sets[split], batch_size=self.cfg.monitor.eval_batch_size, device=self.device,
-                        num_workers=0 if on_cpu else self.cfg.data.num_workers, desc=f"embed {stream}/{split}")
-            finally:
-                backbone.train(was_training)
+            self._embed_cache[key] = self._embed_pass(stream, split, desc=f"embed {stream}/{split}")
         return self._embed_cache[key]
+
+    def _embed_pass(self, stream: Stream, split: Split, *, desc: str | None, limit: int | None = None) -> torch.Tensor:
+        """Unnormalised eval-mode features of the split's first ``limit`` clean images (all by default); a
+        progress bar named ``desc`` (none without)."""
+        backbone = self._backbone(stream)
+        was_training = backbone.training
+        backbone.eval()
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return backbone(x).float()
+
+        # Between epochs the training loader's workers are gone: on the CPU, inference takes every core.
+        on_cpu = self.device.type == "cpu"
+        threads = cpu_threads(cpu_threads_for(num_workers=0)) if on_cpu else nullcontext()
+        try:
+            with threads:
+                return extract_features(fn, self.eval_sets[split], batch_size=self.cfg.monitor.eval_batch_size,
+                                        device=self.device, num_workers=0 if on_cpu else self.cfg.data.num_workers,
+                                        progress=desc is not None, desc=desc or "", limit=limit)
+        finally:
+            backbone.train(was_training)
 
     def finish(self) -> None:
         """The end of training: the method's end hook (e.g. its graphs), then the clean features embedded for
@@ -313,7 +364,8 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "total_iters": self.total_iters,
             "budget_plan": {"planned_iters": self._planned_iters, "replans": [list(r) for r in self._replans],
-                            "spent_seconds": self._budget_spent},
+                            "spent_seconds": self._stage_seconds() if self._stage_scope else self._budget_spent,
+                            "end_reserve_seconds": self._end_reserve},
             "finished": epoch + 1 >= self.epochs,
             "method": self.method.state_dict(),
             "rng": rng_state(),
@@ -332,6 +384,9 @@ class Trainer:
             self._planned_iters = int(plan["planned_iters"])
             self._replans = [(int(done), int(total)) for done, total in plan["replans"]]
             self._budget_spent = float(plan["spent_seconds"])
+            # A resumed stage goes on counting from the checkpoint's clock (the time between the two is not work).
+            self._stage_before = self._budget_spent if self._stage_scope else 0.0
+            self._end_reserve = float(plan.get("end_reserve_seconds", 0.0))
         else:  # a checkpoint from before re-planning: one plan over its length
             self._planned_iters, self._replans = int(state["total_iters"]), []
         self._build_schedules()
@@ -411,7 +466,8 @@ class Trainer:
                 calibration_start = time.perf_counter()
             if calibrate and step - first == CALIBRATION_STEPS:
                 self._sync()
-                self._set_budget((time.perf_counter() - calibration_start) / (CALIBRATION_STEPS - CALIBRATION_SKIP))
+                self._set_budget((time.perf_counter() - calibration_start) / (CALIBRATION_STEPS - CALIBRATION_SKIP),
+                                 steps_done=step)
                 self._calibrated = True
                 steps = min(self.iters_per_epoch, self.total_iters)
                 bar.reset(total=steps)
