@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+import sslgraph.training.trainer as trainer_module
 from sslgraph.cli import main
 from sslgraph.graph.export import load_graph
 from sslgraph.run import RunDir
@@ -94,6 +95,19 @@ def test_ddp_two_processes_match_one_process(image_root: Path, tmp_path: Path, o
         g1, g2 = (load_graph(RunDir(tmp_path / name).graph(stream)) for name in ("one", "two"))
         assert torch.equal(g1.edge_index, g2.edge_index), stream
         torch.testing.assert_close(g1.x, g2.x, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stage_budget_under_ddp_plans_one_length_for_both_processes(image_root: Path, tmp_path: Path) -> None:
+    """The calibration's timed embedding pass is sharded and all-gathered, and the plan all-reduced: both
+    processes must reach the end of the same, budgeted run (a mismatch would hang a collective or fail)."""
+    args = ["pretrain", "--data-root", str(image_root), *tiny_overrides(epochs=3, train=64, batch=4),
+            "monitor.knn_at_init=false", "method.init_bank_pass=false", "optim.budget_minutes=0.05",
+            "optim.budget_scope=stage", "--out", str(tmp_path / "two")]
+    _finish(_cli(args, nproc=2))
+    state = safe_load(RunDir(tmp_path / "two").checkpoint)
+    assert state["world_size"] == 2 and state["finished"]
+    assert state["budget_plan"]["end_reserve_seconds"] > trainer_module.END_FIXED_SECONDS
+    assert state["total_iters"] >= trainer_module.CALIBRATION_STEPS + 1
 
 
 def test_kill_and_resume_matches_uninterrupted_run(image_root: Path, tmp_path: Path) -> None:
