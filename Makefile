@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/cifar10-cpu
+# When `make` began (before any installation): the preset's pipeline.time_limit_minutes counts from here.
+STARTED_AT := $(shell date +%s)
 export SSLGRAPH_DATA
 
 .PHONY: install run test test-slow bench bench-peer clean
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sslgraph run --preset cifar10-cpu --out $(OUT)
+	$(BIN)/sslgraph run --preset cifar10-cpu --out $(OUT) --started-at $(STARTED_AT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

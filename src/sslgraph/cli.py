@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
                    help="redo this stage and every stage after it")
+    p.add_argument("--started-at", type=float, default=None, metavar="SECONDS",
+                   help="when the run began, in seconds since the epoch (date +%%s), e.g. before installing: "
+                        "pipeline.time_limit_minutes counts from there (default: this command's start)")
 
     p = sub.add_parser("ablate", help="the paper's ablation at equal budget: dino, adasim, graph without and with "
                                       "refinement; one table and one bar chart",
@@ -260,7 +263,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             from sslgraph.run.pipeline import run_pipeline
 
-            run_pipeline(cfg, from_stage=args.from_stage)
+            run_pipeline(cfg, from_stage=args.from_stage, started_at=args.started_at)
         return 0
 
     run = RunDir(args.run_dir)

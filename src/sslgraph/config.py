@@ -339,6 +339,18 @@ class AblateConfig:
 
 
 @dataclass
+class PipelineConfig:
+    # `sslgraph run`: the whole command's wall-clock limit in minutes (null: none), counted from its start or
+    # from `--started-at` (the Makefile passes the moment `make run` began, so installation counts too). The
+    # pretraining stage then ends by the limit less `later_stages_minutes`, or at its own budget
+    # (optim.budget_minutes with optim.budget_scope=stage) if that comes first; a slow host trains fewer steps.
+    time_limit_minutes: Optional[float] = None
+    # Minutes kept for the stages after pretraining (refinement, evaluation, pictures, report); they are not
+    # shortened themselves, so this is an estimate for the host, not a limit.
+    later_stages_minutes: float = 3.0
+
+
+@dataclass
 class Config:
     seed: int = 0
     # Device: "auto" (cuda when available), "cpu", "cuda".
@@ -354,6 +366,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     viz: VizConfig = field(default_factory=VizConfig)
     ablate: AblateConfig = field(default_factory=AblateConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 PRESETS = ("cifar10-cpu", "cifar10", "imagenet100", "imagenet1k")
@@ -566,6 +579,14 @@ def validate(cfg: Config) -> None:
     _check(mo.log_every >= 1, "monitor.log_every", f"must be >= 1, got {mo.log_every}")
     _check(cfg.ablate.budget_minutes is None or cfg.ablate.budget_minutes > 0, "ablate.budget_minutes",
            f"must be positive or null, got {cfg.ablate.budget_minutes}")
+    pl = cfg.pipeline
+    _check(pl.time_limit_minutes is None or (pl.time_limit_minutes > 0 and math.isfinite(pl.time_limit_minutes)),
+           "pipeline.time_limit_minutes", f"must be a positive number or null, got {pl.time_limit_minutes}")
+    _check(pl.later_stages_minutes >= 0 and math.isfinite(pl.later_stages_minutes), "pipeline.later_stages_minutes",
+           f"must be a number >= 0, got {pl.later_stages_minutes}")
+    _check(pl.time_limit_minutes is None or (o.budget_minutes is not None and o.budget_scope == "stage"),
+           "pipeline.time_limit_minutes", "needs a pretraining stage budget (optim.budget_minutes with "
+           "optim.budget_scope=stage), which the limit can shorten")
 
     _check(r.num_layers >= 1, "refine.num_layers", f"must be >= 1, got {r.num_layers}")
     _check(r.hidden_dim >= 1, "refine.hidden_dim", f"must be >= 1, got {r.hidden_dim}")

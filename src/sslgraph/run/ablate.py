@@ -12,7 +12,8 @@ Four rows, each read from a run directory under the ablation folder (:class:`Abl
 The three pretrainings share the configuration, the seed and the wall-clock budget (``ablate.budget_minutes``,
 else ``optim.budget_minutes``; so a method with a costlier step trains fewer iterations, which is the
 comparison a user with a fixed clock makes). The budget counts training steps only (``optim.budget_scope=steps``
-whatever the preset says), so the graph method's end of training, its graph export, is not charged to its steps.
+whatever the preset says, and no ``pipeline.time_limit_minutes``), so the graph method's end of training, its
+graph export, is not charged to its steps.
 Each run goes through the pipeline's own stages (pretrain, and
 for ``graph`` export and refine, then evaluate), which are skipped when done: an interrupted ablation is
 resumed by running the same command, and finished rows are not redone.
@@ -55,7 +56,8 @@ def row_config(cfg: Config, *, method: str, ablation: AblationDir) -> Config:
     """The ablation's configuration with ``method``, its run directory and the shared budget."""
     budget = cfg.ablate.budget_minutes if cfg.ablate.budget_minutes is not None else cfg.optim.budget_minutes
     overrides = [f"method.name={method}", f"out_dir={ablation.run(method).root}",
-                 f"optim.budget_minutes={'null' if budget is None else budget}", "optim.budget_scope=steps"]
+                 f"optim.budget_minutes={'null' if budget is None else budget}", "optim.budget_scope=steps",
+                 "pipeline.time_limit_minutes=null"]
     row = load_config(base=to_dict(cfg), overrides=overrides)
     check_method_config(row)
     return row
@@ -72,7 +74,7 @@ def run_stages(cfg: Config, *, names: tuple[str, ...], device: torch.device) -> 
                 print(f"[sslgraph] {run.root.name}: stage {stage.name} done already, skipped", flush=True)
                 continue
             print(f"[sslgraph] {run.root.name}: stage {stage.name} running", flush=True)
-            stage.run(run, cfg, device)
+            stage.run(run, cfg, device, None)
 
 
 def _get(values: Any, *keys: str) -> Any:

@@ -139,10 +139,11 @@ def _write_unreadable(run: RunDir, by_split: dict[str, list[str]]) -> None:
         run.write_unreadable_images(by_split)
 
 
-def _build_trainer(cfg: Config, run: RunDir, *, device: torch.device, sink: TrainingSink) -> Trainer:
+def _build_trainer(cfg: Config, run: RunDir, *, device: torch.device, sink: TrainingSink,
+                   deadline: float | None = None) -> Trainer:
     """The trainer, with every unreadable image listed in the run directory (the message names a few)."""
     try:
-        trainer = Trainer(cfg, device=device, sink=sink)
+        trainer = Trainer(cfg, device=device, sink=sink, deadline=deadline)
     except UnreadableImagesError as err:
         _write_unreadable(run, {err.split: err.paths})
         raise UnreadableImagesError(f"{err} (all {len(err.paths)} listed in {run.unreadable_images})",
@@ -153,13 +154,14 @@ def _build_trainer(cfg: Config, run: RunDir, *, device: torch.device, sink: Trai
     return trainer
 
 
-def pretrain(cfg: Config, *, resume: Resume = False) -> RunDir:
+def pretrain(cfg: Config, *, resume: Resume = False, deadline: float | None = None) -> RunDir:
     """Run (or continue) stage A in ``cfg.out_dir``.
 
     ``resume``: False starts a new run (refusing to overwrite a checkpoint); True continues the checkpoint (an
     error when there is none); ``"auto"`` continues when there is one and starts afresh otherwise. A stop
     signal raises :class:`~sslgraph.errors.Preempted` once the state at the current step is saved (the
-    command line installs the signal handlers).
+    command line installs the signal handlers). ``deadline`` (a ``time.time()``, with a stage budget only) ends
+    the stage by then if its budget would end it later.
     """
     run = RunDir(cfg.out_dir)
     device = resolve_device(cfg.device)
@@ -174,7 +176,7 @@ def pretrain(cfg: Config, *, resume: Resume = False) -> RunDir:
             with threads:
                 sink: TrainingSink = RunDirSink(run) if dist.is_main() else MemorySink()
                 try:
-                    trainer = _build_trainer(cfg, run, device=device, sink=sink)
+                    trainer = _build_trainer(cfg, run, device=device, sink=sink, deadline=deadline)
                     write_config(run, cfg)
                     if resume and run.checkpoint.is_file():
                         restore(trainer, run)

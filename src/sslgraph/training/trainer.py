@@ -9,6 +9,7 @@ layer, :mod:`sslgraph.run.pretrain`, decides where things are written).
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -68,9 +69,15 @@ class Trainer:
     records, checkpoint states and graphs (default: kept in memory).
     """
 
-    def __init__(self, cfg: Config, *, device: torch.device, sink: TrainingSink | None = None) -> None:
+    def __init__(self, cfg: Config, *, device: torch.device, sink: TrainingSink | None = None,
+                 deadline: float | None = None) -> None:
         # The stage's clock (optim.budget_scope=stage counts from here: set-up, data loading and all).
         self._clock_start = time.perf_counter()
+        # A time.time() by which the stage, end of training included, must be over (``sslgraph run``'s time limit
+        # less its later stages); it can shorten the stage budget, never lengthen it.
+        if deadline is not None and cfg.optim.budget_scope != "stage":
+            raise ValueError("a deadline needs optim.budget_scope=stage (it shortens the stage budget)")
+        self.deadline = deadline
         self.cfg = cfg
         self.device = device
         self.sink: TrainingSink = sink if sink is not None else MemorySink()
@@ -187,6 +194,19 @@ class Trainer:
         """Wall-clock seconds of the pretraining stage so far, earlier processes of a resumed run included."""
         return self._stage_before + time.perf_counter() - self._clock_start
 
+    def _deadline_seconds(self) -> float:
+        """Seconds until the deadline (infinite without one)."""
+        return math.inf if self.deadline is None else self.deadline - time.time()
+
+    def _steps_seconds_left(self, *, spent: float, to_deadline: float) -> float:
+        """Stage scope: what the steps may still use, the end of training's reserve taken off; the stage budget's
+        rest or the time to the deadline, whichever is shorter."""
+        return min(float(self.cfg.optim.budget_minutes) * 60 - spent, to_deadline) - self._end_reserve
+
+    def _deadline_note(self, *, spent: float, to_deadline: float) -> str:
+        binds = to_deadline < float(self.cfg.optim.budget_minutes) * 60 - spent
+        return f"; the time limit leaves {to_deadline / 60:.2f} min" if binds else ""
+
     def _set_budget(self, seconds_per_step: float, *, steps_done: int) -> None:
         """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts).
 
@@ -197,13 +217,16 @@ class Trainer:
         """
         minutes = float(self.cfg.optim.budget_minutes)
         reserve = self._end_seconds() if self._stage_scope else 0.0
-        local = [seconds_per_step, reserve, self._stage_seconds() if self._stage_scope else 0.0]
-        per_step, reserve, spent = (float(v) for v in dist.all_reduce_max(
+        local = [seconds_per_step, reserve, self._stage_seconds() if self._stage_scope else 0.0,
+                 -self._deadline_seconds()]  # negated: the slowest process's max is the earliest deadline
+        per_step, reserve, spent, late = (float(v) for v in dist.all_reduce_max(
             torch.tensor(local, dtype=torch.float64, device=self.device)))
         if self._stage_scope:
             self._end_reserve = reserve
-            planned = steps_done + int(max(minutes * 60 - spent - reserve, 0.0) / per_step)
-            how = f" ({spent:.0f} s spent, {reserve:.0f} s kept for the end of training)"
+            left = self._steps_seconds_left(spent=spent, to_deadline=-late)
+            planned = steps_done + int(max(left, 0.0) / per_step)
+            how = (f" ({spent:.0f} s spent, {reserve:.0f} s kept for the end of training"
+                   f"{self._deadline_note(spent=spent, to_deadline=-late)})")
         else:
             planned, how = int(minutes * 60 / per_step), ""
         self._planned_iters = max(CALIBRATION_STEPS + 1, planned)
@@ -238,16 +261,20 @@ class Trainer:
         done = min((epoch + 1) * self.iters_per_epoch, self.total_iters)
         steps = done - epoch * self.iters_per_epoch
         spent = self._stage_seconds() if self._stage_scope else self._budget_spent + seconds
-        spent_pace = dist.all_reduce_max(torch.tensor([spent, seconds / max(steps, 1)], dtype=torch.float64,
-                                                      device=self.device))
-        self._budget_spent, pace = (float(v) for v in spent_pace)
+        spent_pace = dist.all_reduce_max(torch.tensor([spent, seconds / max(steps, 1), -self._deadline_seconds()],
+                                                      dtype=torch.float64, device=self.device))
+        self._budget_spent, pace, late = (float(v) for v in spent_pace)
         if done >= self.total_iters:
             return
-        left = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent - self._end_reserve
+        if self._stage_scope:
+            left = self._steps_seconds_left(spent=self._budget_spent, to_deadline=-late)
+            note = self._deadline_note(spent=self._budget_spent, to_deadline=-late)
+        else:
+            left, note = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent, ""
         new_total = done + max(0, int(left / pace))
         if new_total == self.total_iters:
             return
-        self._log(f"budget: {self._budget_spent / 60:.2f} of {self.cfg.optim.budget_minutes:g} min spent, "
+        self._log(f"budget: {self._budget_spent / 60:.2f} of {self.cfg.optim.budget_minutes:g} min spent{note}, "
                   f"{pace * 1000:.0f} ms per step -> {new_total} iterations instead of {self.total_iters} "
                   f"({new_total / self.iters_per_epoch:.2f} epochs)")
         self._replans.append((done, new_total))
