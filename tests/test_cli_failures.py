@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def test_each_failure_is_one_line_with_its_exit_code(tmp_path: Path, image_root:
     holder = subprocess.Popen(["sleep", "120"])  # a live process of this host holds the lock
     locked.lock.write_text(f'{{"pid": {holder.pid}, "host": "{socket.gethostname()}", "started": "earlier"}}\n')
     (tmp_path / "fresh").mkdir()
+    now = time.time()
 
     cases = {
         "empty class": (3, ["pretrain", "--data-root", str(empty_class), "--out", "o1", "data.dataset=imagefolder",
@@ -80,6 +82,11 @@ def test_each_failure_is_one_line_with_its_exit_code(tmp_path: Path, image_root:
         "offline": (3, ["pretrain", "--out", "o4", "data.download_url=http://127.0.0.1:9/cifar-10-python.tar.gz",
                         *tiny], ("SSLGRAPH_DATA",), None, ["could not download CIFAR-10 from http://127.0.0.1:9/",
                                                 "when offline", "unpack it into data"]),
+        "start ahead": (2, ["run", "--preset", "cifar10-cpu", "--out", "o5", "--started-at", f"{now + 900:.0f}"],
+                        (), None, ["--started-at:", "in the future", "date +%s"]),
+        "limit spent": (2, ["run", "--preset", "cifar10-cpu", "--out", "o6", "--started-at", f"{now - 1800:.0f}"],
+                        (), None, ["pipeline.time_limit_minutes: 19.5 min from the start", "of them gone",
+                                   "leave pretraining 0.0 min"]),
     }
     procs = {}
     for name, (_, args, drop, preexec, _) in cases.items():

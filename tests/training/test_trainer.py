@@ -303,6 +303,40 @@ def test_a_stage_budget_gives_the_steps_what_the_stage_has_left_and_resume_keeps
         assert torch.equal(getattr(again, name), getattr(trainer, name)), name
 
 
+def test_a_deadline_shortens_a_stage_budget_and_never_lengthens_it(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    cfg = _cfg(image_root, extra=["optim.budget_minutes=0.05", "optim.budget_scope=stage", "optim.epochs=50",
+                                  "optim.warmup_epochs=0"])
+    clock = {"stage": 0.5, "deadline": 1.5}
+    late = Trainer(cfg, device=CPU, deadline=1e12)  # a deadline after the budget's end: the budget decides
+    trainer = Trainer(cfg, device=CPU, deadline=1e12)
+    ipe = trainer.iters_per_epoch
+    for t in (late, trainer):
+        monkeypatch.setattr(t, "_stage_seconds", lambda: clock["stage"])
+        monkeypatch.setattr(t, "_end_seconds", lambda: 0.5)
+    monkeypatch.setattr(trainer, "_deadline_seconds", lambda: clock["deadline"])
+    # As in the budget-only plan above: 3 - 0.5 - 0.5 = 2 s at 20 ms per step, 100 steps after the 15.
+    late._set_budget(0.02, steps_done=15)
+    assert late.total_iters == 115 and "time limit" not in capsys.readouterr().out
+    # The deadline is 1.5 s away, sooner than the budget's 2.5 s: 1.5 - 0.5 reserved = 1 s, 50 steps.
+    trainer._set_budget(0.02, steps_done=15)
+    trainer._calibrated = True
+    assert trainer.total_iters == 65 and "the time limit leaves" in capsys.readouterr().out
+    # After the first epoch (30 ms per step) the deadline is 0.9 s away: 0.9 - 0.5 = 0.4 s, 13 steps (13.3).
+    clock.update(stage=1.0, deadline=0.9)
+    trainer._replan_budget(epoch=0, seconds=0.03 * ipe)
+    assert trainer.total_iters == ipe + 13
+    # The deadline passed: the run ends with the epoch just finished.
+    clock.update(stage=1.2, deadline=-0.1)
+    trainer._replan_budget(epoch=1, seconds=0.03 * ipe)
+    assert trainer.total_iters == 2 * ipe and trainer.state_dict(epoch=1)["finished"]
+
+
+def test_a_deadline_needs_a_stage_budget(image_root: Path) -> None:
+    with pytest.raises(ValueError, match="budget_scope=stage"):
+        Trainer(_cfg(image_root, extra=["optim.budget_minutes=1"]), device=CPU, deadline=1e12)
+
+
 def test_the_end_of_training_reserve_counts_the_embedding_passes_it_will_make(
         image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(image_root, extra=["optim.budget_minutes=1", "optim.budget_scope=stage"])
@@ -358,6 +392,10 @@ def test_a_stage_budget_run_ends_and_records_its_reserve(image_root: Path) -> No
     (["optim.budget_scope=stage"], "optim.budget_scope"),
     (["optim.budget_minutes=0"], "optim.budget_minutes"),
     (["optim.budget_minutes=-2"], "optim.budget_minutes"),
+    (["pipeline.time_limit_minutes=0"], "pipeline.time_limit_minutes"),
+    (["pipeline.time_limit_minutes=.nan"], "pipeline.time_limit_minutes"),
+    (["pipeline.later_stages_minutes=-1"], "pipeline.later_stages_minutes"),
+    (["pipeline.time_limit_minutes=20", "optim.budget_minutes=10"], "pipeline.time_limit_minutes"),
 ])
 def test_budget_settings_without_meaning_are_refused(image_root: Path, override: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key):

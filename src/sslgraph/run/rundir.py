@@ -18,7 +18,7 @@ RUN/
   figures/degree_histograms.png  in-degree bar charts, from metrics.json              report
   report.md            the report, figures linked                                     report
   report.html          the same report, figures embedded
-  pipeline.json        seconds per stage run by `sslgraph run`                         pipeline
+  pipeline.json        seconds per stage run by `sslgraph run`, its last run's minutes      pipeline
   run.lock             pid and host of the process writing the run (removed when it ends)  every writer
   unreadable_images.txt  every image file of the data set that could not be decoded     pretrain
 ```

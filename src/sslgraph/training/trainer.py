@@ -205,7 +205,7 @@ class Trainer:
 
     def _deadline_note(self, *, spent: float, to_deadline: float) -> str:
         binds = to_deadline < float(self.cfg.optim.budget_minutes) * 60 - spent
-        return f"; the time limit leaves {to_deadline / 60:.2f} min" if binds else ""
+        return f"; the time limit leaves {max(to_deadline, 0.0) / 60:.2f} min" if binds else ""
 
     def _set_budget(self, seconds_per_step: float, *, steps_done: int) -> None:
         """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts).
