@@ -5,6 +5,7 @@ forward+backward images/s, in the loop's precision (``optim.precision=auto``: bf
 native bf16), channels-last for ResNets and with denormals flushed, as in :class:`~sslgraph.training.Trainer`.
 ``resnet18 (torchvision convs)`` is the same network with every convolution left to ``nn.Conv2d``: the row
 beside it shows what :mod:`sslgraph.models.small_maps` buys on ``layer3``'s 2x2 and ``layer4``'s 1x1 maps.
+The ``width`` rows are ResNet-18 at fewer channels (``model.width``; the CPU preset's ``model.cpu_float32_width``).
 Rows run interleaved, ``--rounds`` times, and the best round is kept, because this machine's pace drifts.
 Prints a table and writes ``benchmarks/results/backbone_speed.json``.
 
@@ -33,12 +34,15 @@ from sslgraph.utils.io import atomic_write_text  # noqa: E402
 from sslgraph.utils.misc import autocast_dtype, flush_denormals  # noqa: E402
 
 IMAGE_SIZE = 32
-# (label, registry name, patch size, cifar stem, torchvision's own convolutions)
-CONFIGS: list[tuple[str, str, int, bool, bool]] = [
-    ("resnet18", "resnet18", 16, False, False),
-    ("resnet18 (torchvision convs)", "resnet18", 16, False, True),
-    ("resnet18, CIFAR stem", "resnet18", 16, True, False),
-    ("vit_mini/8", "vit_mini", 8, False, False),
+# (label, registry name, patch size, cifar stem, torchvision's own convolutions, model.width)
+CONFIGS: list[tuple[str, str, int, bool, bool, int | None]] = [
+    ("resnet18", "resnet18", 16, False, False, None),
+    ("resnet18 (torchvision convs)", "resnet18", 16, False, True, None),
+    ("resnet18, CIFAR stem", "resnet18", 16, True, False, None),
+    ("resnet18, width 48", "resnet18", 16, False, False, 48),
+    ("resnet18, width 32", "resnet18", 16, False, False, 32),
+    ("resnet_mini (width 16)", "resnet_mini", 16, False, False, None),
+    ("vit_mini/8", "vit_mini", 8, False, False, None),
 ]
 
 
@@ -95,8 +99,9 @@ def main() -> None:
     torch.manual_seed(0)
     dtype = autocast_dtype(args.precision, torch.device("cpu"))
     backbones = {}
-    for label, name, patch_size, cifar_stem, plain in CONFIGS:
-        backbone = build_backbone(name, image_size=IMAGE_SIZE, patch_size=patch_size, cifar_stem=cifar_stem)
+    for label, name, patch_size, cifar_stem, plain, width in CONFIGS:
+        backbone = build_backbone(name, image_size=IMAGE_SIZE, patch_size=patch_size, cifar_stem=cifar_stem,
+                                  width=width)
         backbones[label] = use_plain_convs(backbone) if plain else backbone
     rates: dict[str, list[tuple[float, float]]] = {label: [] for label in backbones}
     with flush_denormals(True):

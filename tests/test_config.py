@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sslgraph.config import (PRESETS, Config, ConfigError, config_from_dict, load_config, resolve_data_root, to_dict,
-                             validate)
+                             validate, with_host_width)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -50,6 +50,9 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
     (["method.bank_search_dim=64", "method.bank_backend=faiss"], "method.bank_search_dim"),
     (["optim.momentum_teacher=0.9", "optim.momentum_teacher_end=0.5"], "optim.momentum_teacher_end"),
     (["optim.momentum_teacher_end=1.5"], "optim.momentum_teacher_end"),
+    (["model.width=0"], "model.width"),
+    (["model.cpu_float32_width=-8"], "model.cpu_float32_width"),
+    (["model.backbone=vit_mini", "model.cpu_float32_width=null", "model.width=32"], "model.width"),
 ])
 def test_invalid_values_name_the_key(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -90,3 +93,17 @@ def test_data_root_from_environment_and_cifar_parent(tmp_path: Path, monkeypatch
     assert resolve_data_root(load_config().data, must_exist=False) == Path("data")
     with pytest.raises(ConfigError, match="SSLGRAPH_DATA"):
         resolve_data_root(load_config(overrides=["data.dataset=imagefolder"]).data)
+
+
+def test_the_float32_width_is_settled_into_model_width_once() -> None:
+    cfg = load_config(overrides=["model.backbone=resnet18", "model.cpu_float32_width=32"])
+    on_fp32, on_bf16 = with_host_width(cfg, cpu_float32=True), with_host_width(cfg, cpu_float32=False)
+    assert (on_fp32.model.width, on_fp32.model.cpu_float32_width) == (32, None)
+    assert (on_bf16.model.width, on_bf16.model.cpu_float32_width) == (None, None)
+    assert cfg.model.cpu_float32_width == 32, "the caller's config is left as it was"
+    assert with_host_width(on_fp32, cpu_float32=False) == on_fp32, "a settled config stays settled"
+    plain = load_config(overrides=["model.backbone=resnet18", "model.width=48"])
+    assert with_host_width(plain, cpu_float32=True) is plain
+    # Outside the ResNet-18 family the setting is left aside (a preset's value does not stop a ViT run).
+    vit = with_host_width(load_config(preset="cifar10-cpu", overrides=["model.backbone=vit_mini"]), cpu_float32=True)
+    assert (vit.model.width, vit.model.cpu_float32_width) == (None, None)

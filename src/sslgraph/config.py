@@ -8,6 +8,7 @@ checks every value and names the key when one is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -103,6 +104,10 @@ class AugConfig:
     compile: bool = False
 
 
+# The backbones whose channel count model.width sets.
+RESNET18_FAMILY = ("resnet18", "resnet_mini")
+
+
 @dataclass
 class ModelConfig:
     # Registry name (sslgraph.choices.BackboneName): vit_mini, vit_tiny, vit_small, vit_base, resnet_mini, ...
@@ -111,6 +116,14 @@ class ModelConfig:
     drop_path_rate: float = 0.1
     # ResNet only: 3x3 stride-1 first convolution and no max-pool, for 32 px images.
     cifar_stem: bool = True
+    # ResNet-18 family only (resnet18, resnet_mini): channels of the first stage, doubled by each later one
+    # (null: the architecture's own, 64 for resnet18, 16 for resnet_mini).
+    width: Optional[int] = None
+    # The width instead where the training steps run in float32 on a CPU (optim.precision resolves to full
+    # precision: no native bf16), set once when pretraining starts and saved as model.width, so the run's
+    # later stages and a resume rebuild the same network on any host (null: model.width everywhere). Other
+    # backbones than the ResNet-18 family leave it aside, so a preset that sets it still takes any backbone.
+    cpu_float32_width: Optional[int] = None
     out_dim: int = 10_000
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
@@ -189,7 +202,8 @@ class MethodConfig:
     # The bank search's product: "fp32", or "bf16" (2-3x faster where the hardware has it) whose top candidates
     # are re-scored exactly in float32; "auto": bf16 on CUDA and on CPUs with native bf16 products.
     bank_search_precision: SearchPrecision = "auto"
-    # Search the banks in their leading principal directions only (this many; null: the full feature width),
+    # Search the banks in their leading principal directions only (this many; null, or a number at or above the
+    # feature width: the full width),
     # re-scoring 4 * topk candidates exactly: the search's product shrinks with the width. At 128 of
     # ResNet-18's 512 dimensions 99.9-100 % of a trained network's lists equal the exact ones (README, "Benchmarks").
     # The rebuilt export edges (export_edges=rebuilt) are searched the same way.
@@ -412,6 +426,17 @@ def load_config(
     return cfg
 
 
+def with_host_width(cfg: Config, *, cpu_float32: bool) -> Config:
+    """``cfg`` with ``model.cpu_float32_width`` settled: it becomes ``model.width`` where the training steps run in
+    float32 on a CPU (``cpu_float32``) and is dropped either way, so a saved config rebuilds the same network on
+    any host."""
+    m = cfg.model
+    if m.cpu_float32_width is None:
+        return cfg
+    width = m.cpu_float32_width if cpu_float32 and m.backbone in RESNET18_FAMILY else m.width
+    return dataclasses.replace(cfg, model=dataclasses.replace(m, width=width, cpu_float32_width=None))
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a validated :class:`Config` from a plain dict (a checkpoint's or a run's saved values)."""
     return load_config(base=values)
@@ -538,6 +563,11 @@ def validate(cfg: Config) -> None:
         _check(a.local_crops == 0 or local_size % m.patch_size == 0, "aug.local_crop_size",
                f"local crop size {local_size} must be a multiple of the patch size {m.patch_size}")
     _check(m.out_dim >= 2, "model.out_dim", f"must be >= 2, got {m.out_dim}")
+    for name in ("width", "cpu_float32_width"):
+        value = getattr(m, name)
+        _check(value is None or value >= 1, f"model.{name}", f"must be >= 1 or null, got {value}")
+    _check(m.width is None or m.backbone in RESNET18_FAMILY, "model.width",
+           f"applies to the ResNet-18 family only ({', '.join(RESNET18_FAMILY)}), not {m.backbone}")
     _check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", f"must be in [0, 1), got {m.drop_path_rate}")
 
     _check(o.epochs >= 1, "optim.epochs", f"must be >= 1, got {o.epochs}")

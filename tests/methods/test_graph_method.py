@@ -180,10 +180,12 @@ def test_state_dict_round_trip_restores_exactly():
     assert torch.equal(method.partners_for_epoch(3), restored.partners_for_epoch(3))
 
 
-def test_projected_bank_search_round_trips_and_rejects_a_width_above_the_features():
+def test_projected_bank_search_round_trips_and_a_width_at_the_features_searches_them_whole():
     method, restored = trained_and_restored(build, make_cfg(bank_search_dim=3), run_epoch)
     for stream in STREAMS:
         assert method.banks[stream].search_projection.shape == (DIM, 3)
         assert_same_state(method.banks[stream].state_dict(), restored.banks[stream].state_dict())
-    with pytest.raises(ConfigError, match=r"method\.bank_search_dim: must be below the backbone's feature width 6"):
-        build(make_cfg(bank_search_dim=DIM))
+    for at_or_above in (DIM, DIM + 10):
+        whole, _ = build(make_cfg(bank_search_dim=at_or_above))
+        assert whole.search_dim is None
+        assert all(whole.banks[stream].search_dim is None for stream in STREAMS)

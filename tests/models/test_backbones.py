@@ -109,3 +109,24 @@ def test_unknown_backbone_names_the_valid_choices():
 def test_vit_rejects_an_image_size_that_is_not_a_multiple_of_the_patch():
     with pytest.raises(ValueError, match="patch_size"):
         build_backbone("vit_mini", image_size=32, patch_size=6)
+
+
+def test_width_sets_the_resnet18_family_channels():
+    narrow = build_backbone("resnet18", image_size=32, width=32)
+    mini = build_backbone("resnet_mini", image_size=32, width=8)
+    # First stage `width` channels, each later one doubles: 32..256 and 8..64; the feature is the last stage's.
+    assert narrow.embed_dim == 256 and narrow.net.conv1.out_channels == 32
+    assert [narrow.net.layer1[0].conv1.out_channels, narrow.net.layer4[1].conv2.out_channels] == [32, 256]
+    assert mini.embed_dim == 64 and mini.net.layer2[0].conv1.out_channels == 16
+    with torch.no_grad():
+        assert narrow.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 256)
+    # A quarter of ResNet-18's convolution weights at half the width (each is in x out x k x k).
+    count = lambda m: sum(p.numel() for n, p in m.named_parameters() if p.dim() == 4)  # noqa: E731
+    full = count(build_backbone("resnet18", image_size=32))
+    assert count(narrow) == pytest.approx(full / 4, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["vit_mini", "resnet50"])
+def test_width_is_refused_outside_the_resnet18_family(name):
+    with pytest.raises(ValueError, match="ResNet-18 family"):
+        build_backbone(name, image_size=32, width=32)

@@ -162,3 +162,25 @@ def test_bad_config_fails_at_start_naming_the_key(image_root: Path, tmp_path: Pa
     err = capsys.readouterr().err
     assert key in err and len(err.strip().splitlines()) == 1
     assert not RunDir(tmp_path / "bad").checkpoint.exists() and not (tmp_path / "bad").exists()
+
+
+def test_a_float32_cpu_settles_the_width_once_and_a_resume_under_another_is_refused(
+        image_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "narrow"
+    args = ["pretrain", "--data-root", str(image_root), "--out", str(out),
+            *tiny_overrides(method="dino", epochs=1), "monitor.knn_at_init=false", "model.backbone=resnet_mini",
+            "model.cpu_float32_width=8"]
+    # optim.precision=fp32: the steps run in float32 on this CPU, so the width becomes 8 (resnet_mini's own is 16).
+    assert main([*args, "optim.precision=fp32"]) == 0
+    run = RunDir(out)
+    model = load_checkpoint(run.checkpoint)["config"]["model"]
+    assert (model["width"], model["cpu_float32_width"]) == (8, None)
+    assert run.saved_config()["model"]["width"] == 8
+    state = safe_load(run.checkpoint)
+    _, teacher, _ = pretrained_backbones(state, device=torch.device("cpu"))
+    assert teacher.embed_dim == 64
+    # In bf16 the same settings build resnet_mini's own width: continuing the 8-wide checkpoint is refused.
+    capsys.readouterr()
+    assert main([*args, "optim.precision=bf16", "--resume"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained with model.width=8" in err and "model.width=None" in err

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslgraph.config import Config
-from sslgraph.errors import ConfigError
 from sslgraph.graph.bank import MemoryBank
 from sslgraph.graph.bootstrap import sample_partners
 from sslgraph.methods.hooks import Method, TrainContext
@@ -51,17 +50,18 @@ class AdaSim(Method):
                  train_labels: Tensor, test_labels: Tensor, device: torch.device) -> None:
         super().__init__(cfg, num_train=num_train, num_test=num_test, embed_dim=embed_dim,
                          train_labels=train_labels, test_labels=test_labels, device=device)
+        # method.bank_search_dim at or above the feature width leaves nothing to narrow: the full width is searched
+        # (so a preset's 128 narrows a 512- or 256-wide backbone and leaves a 128-wide one exact).
+        search_dim = cfg.method.bank_search_dim
+        self.search_dim = search_dim if search_dim is not None and search_dim < embed_dim else None
         self.teacher_bank = self._new_bank(vote_window=cfg.method.vote_window)
         self._epoch_stats: dict[str, float] = {}
 
     def _new_bank(self, *, vote_window: int) -> MemoryBank:
         me = self.cfg.method
-        if me.bank_search_dim is not None and me.bank_search_dim >= self.embed_dim:
-            raise ConfigError(f"method.bank_search_dim: must be below the backbone's feature width "
-                              f"{self.embed_dim}, got {me.bank_search_dim} (null: search the full width)")
         return MemoryBank(self.num_train, self.embed_dim, topk=me.topk, vote_window=vote_window,
                           backend=me.bank_backend, chunk_size=me.bank_chunk_size,
-                          search_precision=me.bank_search_precision, search_dim=me.bank_search_dim,
+                          search_precision=me.bank_search_precision, search_dim=self.search_dim,
                           device=self.device)
 
     def on_train_start(self, ctx: TrainContext) -> None:

@@ -143,7 +143,7 @@ class GraphMethod(AdaSim):
                 train_graph, test_graph = rebuild_edges(torch.cat([train_x, test_x]), self.num_train,
                                                         k_edges=me.edges_per_node, chunk_size=me.bank_chunk_size,
                                                         search_precision=me.bank_search_precision,
-                                                        search_dim=me.bank_search_dim)
+                                                        search_dim=self.search_dim)
             graphs[stream] = build_graph_data(train_x=train_x, test_x=test_x, train_graph=train_graph,
                                               test_graph=test_graph, train_y=self.train_labels,
                                               test_y=self.test_labels, edge_weight=me.export_edge_weight)

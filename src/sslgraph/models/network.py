@@ -27,5 +27,6 @@ HEADS: dict[str, Callable[[int, ModelConfig], nn.Module]] = {"dino": _dino_head,
 def build_network(cfg: Config, *, drop_path_rate: float) -> SSLNetwork:
     """A freshly initialised backbone + head as ``cfg.model`` describes (the teacher gets ``drop_path_rate=0``)."""
     backbone = build_backbone(cfg.model.backbone, image_size=cfg.data.image_size, patch_size=cfg.model.patch_size,
-                              drop_path_rate=drop_path_rate, cifar_stem=cfg.model.cifar_stem)
+                              drop_path_rate=drop_path_rate, cifar_stem=cfg.model.cifar_stem,
+                              width=cfg.model.width)
     return SSLNetwork(backbone, HEADS[cfg.method.objective](backbone.embed_dim, cfg.model))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch_geometric.data import Data
 
-from sslgraph.config import Config
+from sslgraph.config import Config, to_dict
 from sslgraph.data.datasets import split_fingerprints
 from sslgraph.errors import CheckpointError, ConfigError, Preempted, UnreadableImagesError
 from sslgraph.graph.export import save_graph
@@ -104,6 +104,7 @@ def restore_state(trainer: Trainer, path: Path) -> None:
     """Load a checkpoint into ``trainer``; one written by another version of the loop is a user error."""
     state = load_checkpoint(path, map_location=trainer.device)
     check_same_data(state.get("data"), data_fingerprints(trainer), path=path)
+    check_same_network(state["config"].get("model", {}), to_dict(trainer.cfg)["model"], path=path)
     try:
         trainer.load_state_dict(state)
     except KeyError as err:
@@ -113,6 +114,22 @@ def restore_state(trainer: Trainer, path: Path) -> None:
 
 def data_fingerprints(trainer: Trainer) -> dict[str, Any]:
     return split_fingerprints(trainer.train_base, trainer.test_base)
+
+
+# The model settings that change the networks' tensors: a checkpoint continues only under the same ones.
+NETWORK_SHAPE_KEYS = ("backbone", "width", "cifar_stem", "patch_size", "out_dim", "head_hidden_dim",
+                      "head_bottleneck_dim")
+
+
+def check_same_network(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
+    """Refuse to continue a checkpoint whose networks this configuration builds differently (e.g. a width settled
+    by model.cpu_float32_width on another kind of host)."""
+    for key in NETWORK_SHAPE_KEYS:
+        if key in saved and saved[key] != current.get(key):
+            why = " (model.cpu_float32_width picks the width by the host's arithmetic)" if key == "width" else ""
+            raise CheckpointError(f"{path}: trained with model.{key}={saved[key]}, this configuration builds "
+                                  f"model.{key}={current.get(key)}{why}; resume with model.{key}={saved[key]} or "
+                                  f"start a new run with another --out")
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], *, path: Path) -> None:
@@ -177,7 +194,7 @@ def pretrain(cfg: Config, *, resume: Resume = False, deadline: float | None = No
                 sink: TrainingSink = RunDirSink(run) if dist.is_main() else MemorySink()
                 try:
                     trainer = _build_trainer(cfg, run, device=device, sink=sink, deadline=deadline)
-                    write_config(run, cfg)
+                    write_config(run, trainer.cfg)  # with the host's settings settled (model.cpu_float32_width)
                     if resume and run.checkpoint.is_file():
                         restore(trainer, run)
                     trainer.fit()

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from torch_geometric.data import Data
 
-from sslgraph.config import Config, local_crop_size, to_dict
+from sslgraph.config import Config, local_crop_size, to_dict, with_host_width
 from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
 from sslgraph.data.batch_aug import BatchAugment, require_cpp_compiler, view_recipes
@@ -78,10 +78,11 @@ class Trainer:
         if deadline is not None and cfg.optim.budget_scope != "stage":
             raise ValueError("a deadline needs optim.budget_scope=stage (it shortens the stage budget)")
         self.deadline = deadline
-        self.cfg = cfg
         self.device = device
         self.sink: TrainingSink = sink if sink is not None else MemorySink()
         self.amp_dtype = autocast_dtype(cfg.optim.precision, device)
+        # model.cpu_float32_width settled for this host; the checkpoint (and config.yaml) keep the result.
+        self.cfg = cfg = with_host_width(cfg, cpu_float32=device.type == "cpu" and self.amp_dtype is None)
         self._check_local_crop_size()
 
         seed_everything(cfg.seed)
