@@ -13,6 +13,8 @@ from typing import Any, Literal, get_args
 Dataset = Literal["cifar10", "imagefolder"]
 CacheMode = Literal["auto", "always", "never"]
 BackboneName = Literal["vit_mini", "vit_tiny", "vit_small", "vit_base", "resnet_mini", "resnet18", "resnet50"]
+# The backbones whose channel count model.width sets.
+RESNET18_FAMILY: tuple[BackboneName, ...] = ("resnet18", "resnet_mini")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 MethodName = Literal["dino", "adasim", "graph"]
 ObjectiveName = Literal["dino", "simclr"]

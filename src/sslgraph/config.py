@@ -20,10 +20,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sslgraph.choices import (Activation, BackboneName, BankBackend, Batching, BootstrapCandidates, BudgetScope,
-                              CacheMode, Dataset, EdgeVariant, EdgeWeight, EncoderKind, ExportEdges, ExportFeatures,
-                              JKMode, MethodName, NormKind, ObjectiveName, OptimizerName, Precision, PropagationNorm,
-                              RefineMode, RefineOutput, SearchPrecision)
+from sslgraph.choices import (RESNET18_FAMILY, Activation, BackboneName, BankBackend, Batching, BootstrapCandidates,
+                              BudgetScope, CacheMode, Dataset, EdgeVariant, EdgeWeight, EncoderKind, ExportEdges,
+                              ExportFeatures, JKMode, MethodName, NormKind, ObjectiveName, OptimizerName, Precision,
+                              PropagationNorm, RefineMode, RefineOutput, SearchPrecision)
 from sslgraph.errors import ConfigError
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"
@@ -102,10 +102,6 @@ class AugConfig:
     # on 2 CPU cores. The first batch of each shape pays the compilation (about 17 s there, 4-9 s from the
     # compiler's disk cache; a CPU needs a C++ compiler for it). Off by default: on a 14-minute clock the two cancel.
     compile: bool = False
-
-
-# The backbones whose channel count model.width sets.
-RESNET18_FAMILY = ("resnet18", "resnet_mini")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from sslgraph.choices import BackboneName
+from sslgraph.choices import RESNET18_FAMILY, BackboneName
 from sslgraph.models.small_maps import use_small_map_convs
 
 
@@ -130,24 +130,19 @@ def _vit_factory(*, embed_dim: int, depth: int, num_heads: int) -> BackboneFacto
     def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
               cifar_stem: bool = False, width: int | None = None) -> Backbone:
         """``cifar_stem`` and ``width`` only concern ResNets."""
-        if width is not None:
-            raise ValueError("width applies to the ResNet-18 family only (resnet18, resnet_mini)")
         return ViTBackbone(embed_dim=embed_dim, depth=depth, num_heads=num_heads, image_size=image_size,
                            patch_size=patch_size, drop_path_rate=drop_path_rate)
 
     return build
 
 
-def _resnet_factory(constructor: Callable[[], ResNet], *, narrow: bool = False) -> BackboneFactory:
+def _resnet_factory(constructor: Callable[[], ResNet]) -> BackboneFactory:
     def build(*, image_size: int, patch_size: int = 16, drop_path_rate: float = 0.0,
               cifar_stem: bool = False, width: int | None = None) -> Backbone:
         """ResNets take any image size and have no patches or stochastic depth: ``cifar_stem`` applies, and
-        ``width`` (first-stage channels; None: the architecture's own) to the ResNet-18 family."""
-        if width is None:
-            return ResNetBackbone(net=constructor(), cifar_stem=cifar_stem)
-        if not narrow:
-            raise ValueError("width applies to the ResNet-18 family only (resnet18, resnet_mini)")
-        return ResNetBackbone(net=narrow_resnet18(base_width=width), cifar_stem=cifar_stem)
+        ``width`` (first-stage channels of the ResNet-18 family; None: the architecture's own)."""
+        net = constructor() if width is None else narrow_resnet18(base_width=width)
+        return ResNetBackbone(net=net, cifar_stem=cifar_stem)
 
     return build
 
@@ -182,8 +177,8 @@ BACKBONES: dict[BackboneName, BackboneFactory] = {
     "vit_tiny": _vit_factory(embed_dim=192, depth=12, num_heads=3),
     "vit_small": _vit_factory(embed_dim=384, depth=12, num_heads=6),
     "vit_base": _vit_factory(embed_dim=768, depth=12, num_heads=12),
-    "resnet_mini": _resnet_factory(narrow_resnet18, narrow=True),
-    "resnet18": _resnet_factory(partial(resnet18, weights=None), narrow=True),
+    "resnet_mini": _resnet_factory(narrow_resnet18),
+    "resnet18": _resnet_factory(partial(resnet18, weights=None)),
     "resnet50": _resnet_factory(partial(resnet50, weights=None)),
 }
 
@@ -201,5 +196,7 @@ def build_backbone(
     of a ResNet-18 (each later stage doubles them; None: 64 for ``resnet18``, 16 for ``resnet_mini``)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    if width is not None and name not in RESNET18_FAMILY:
+        raise ValueError(f"width applies to the ResNet-18 family only ({', '.join(RESNET18_FAMILY)}), not {name}")
     return BACKBONES[name](image_size=image_size, patch_size=patch_size, drop_path_rate=drop_path_rate,
                            cifar_stem=cifar_stem, width=width)

@@ -199,14 +199,12 @@ class Trainer:
         """Seconds until the deadline (infinite without one)."""
         return math.inf if self.deadline is None else self.deadline - time.time()
 
-    def _steps_seconds_left(self, *, spent: float, to_deadline: float) -> float:
-        """Stage scope: what the steps may still use, the end of training's reserve taken off; the stage budget's
-        rest or the time to the deadline, whichever is shorter."""
-        return min(float(self.cfg.optim.budget_minutes) * 60 - spent, to_deadline) - self._end_reserve
-
-    def _deadline_note(self, *, spent: float, to_deadline: float) -> str:
-        binds = to_deadline < float(self.cfg.optim.budget_minutes) * 60 - spent
-        return f"; the time limit leaves {max(to_deadline, 0.0) / 60:.2f} min" if binds else ""
+    def _steps_seconds_left(self, *, spent: float, to_deadline: float) -> tuple[float, str]:
+        """Stage scope: what the steps may still use, the end of training's reserve taken off (the stage budget's
+        rest or the time to the deadline, whichever is shorter), and a note for the log when the deadline is."""
+        budget_left = float(self.cfg.optim.budget_minutes) * 60 - spent
+        note = f"; the time limit leaves {max(to_deadline, 0.0) / 60:.2f} min" if to_deadline < budget_left else ""
+        return min(budget_left, to_deadline) - self._end_reserve, note
 
     def _set_budget(self, seconds_per_step: float, *, steps_done: int) -> None:
         """Lay the schedules over the iterations that fit in ``optim.budget_minutes`` (slowest process counts).
@@ -224,10 +222,9 @@ class Trainer:
             torch.tensor(local, dtype=torch.float64, device=self.device)))
         if self._stage_scope:
             self._end_reserve = reserve
-            left = self._steps_seconds_left(spent=spent, to_deadline=-late)
+            left, note = self._steps_seconds_left(spent=spent, to_deadline=-late)
             planned = steps_done + int(max(left, 0.0) / per_step)
-            how = (f" ({spent:.0f} s spent, {reserve:.0f} s kept for the end of training"
-                   f"{self._deadline_note(spent=spent, to_deadline=-late)})")
+            how = f" ({spent:.0f} s spent, {reserve:.0f} s kept for the end of training{note})"
         else:
             planned, how = int(minutes * 60 / per_step), ""
         self._planned_iters = max(CALIBRATION_STEPS + 1, planned)
@@ -268,8 +265,7 @@ class Trainer:
         if done >= self.total_iters:
             return
         if self._stage_scope:
-            left = self._steps_seconds_left(spent=self._budget_spent, to_deadline=-late)
-            note = self._deadline_note(spent=self._budget_spent, to_deadline=-late)
+            left, note = self._steps_seconds_left(spent=self._budget_spent, to_deadline=-late)
         else:
             left, note = float(self.cfg.optim.budget_minutes) * 60 - self._budget_spent, ""
         new_total = done + max(0, int(left / pace))
