@@ -5,7 +5,8 @@ forward+backward images/s, in the loop's precision (``optim.precision=auto``: bf
 native bf16), channels-last for ResNets and with denormals flushed, as in :class:`~sslgraph.training.Trainer`.
 ``resnet18 (torchvision convs)`` is the same network with every convolution left to ``nn.Conv2d``: the row
 beside it shows what :mod:`sslgraph.models.small_maps` buys on ``layer3``'s 2x2 and ``layer4``'s 1x1 maps.
-The ``width`` rows are ResNet-18 at fewer channels (``model.width``; the CPU preset's ``model.cpu_float32_width``).
+The ``width`` rows are ResNet-18 at fewer channels (``model.width``; the CPU preset's ``model.cpu_width`` and
+``model.cpu_float32_width``).
 Rows run interleaved, ``--rounds`` times, and the best round is kept, because this machine's pace drifts.
 Prints a table and writes ``benchmarks/results/backbone_speed.json``.
 

@@ -56,6 +56,7 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
     (["pipeline.time_limit_minutes=20", "optim.budget_scope=steps"], "pipeline.time_limit_minutes"),
     (["model.width=0"], "model.width"),
     (["model.cpu_float32_width=-8"], "model.cpu_float32_width"),
+    (["model.cpu_width=0"], "model.cpu_width"),
     (["model.backbone=vit_mini", "model.cpu_float32_width=null", "model.width=32"], "model.width"),
 ])
 def test_invalid_values_name_the_key(overrides: list[str], key: str) -> None:
@@ -99,15 +100,22 @@ def test_data_root_from_environment_and_cifar_parent(tmp_path: Path, monkeypatch
         resolve_data_root(load_config(overrides=["data.dataset=imagefolder"]).data)
 
 
-def test_the_float32_width_is_settled_into_model_width_once() -> None:
-    cfg = load_config(overrides=["model.backbone=resnet18", "model.cpu_float32_width=32"])
-    on_fp32, on_bf16 = with_host_width(cfg, cpu_float32=True), with_host_width(cfg, cpu_float32=False)
-    assert (on_fp32.model.width, on_fp32.model.cpu_float32_width) == (32, None)
-    assert (on_bf16.model.width, on_bf16.model.cpu_float32_width) == (None, None)
-    assert cfg.model.cpu_float32_width == 32, "the caller's config is left as it was"
-    assert with_host_width(on_fp32, cpu_float32=False) == on_fp32, "a settled config stays settled"
+def test_the_host_widths_are_settled_into_model_width_once() -> None:
+    cfg = load_config(overrides=["model.backbone=resnet18", "model.cpu_width=32", "model.cpu_float32_width=16"])
+    settled = {host: with_host_width(cfg, cpu=cpu, cpu_float32=fp32)
+               for host, cpu, fp32 in (("cpu_fp32", True, True), ("cpu_bf16", True, False), ("gpu", False, False))}
+    assert {host: (c.model.width, c.model.cpu_width, c.model.cpu_float32_width) for host, c in settled.items()} == {
+        "cpu_fp32": (16, None, None), "cpu_bf16": (32, None, None), "gpu": (None, None, None)}
+    assert (cfg.model.cpu_width, cfg.model.cpu_float32_width) == (32, 16), "the caller's config is left as it was"
+    on_fp32 = settled["cpu_fp32"]
+    assert with_host_width(on_fp32, cpu=True, cpu_float32=False) == on_fp32, "a settled config stays settled"
+    # cpu_float32_width alone: the float32 CPU takes it, every other host model.width.
+    only_fp32 = load_config(overrides=["model.backbone=resnet18", "model.width=48", "model.cpu_float32_width=24"])
+    assert with_host_width(only_fp32, cpu=True, cpu_float32=True).model.width == 24
+    assert with_host_width(only_fp32, cpu=True, cpu_float32=False).model.width == 48
     plain = load_config(overrides=["model.backbone=resnet18", "model.width=48"])
-    assert with_host_width(plain, cpu_float32=True) is plain
-    # Outside the ResNet-18 family the setting is left aside (a preset's value does not stop a ViT run).
-    vit = with_host_width(load_config(preset="cifar10-cpu", overrides=["model.backbone=vit_mini"]), cpu_float32=True)
-    assert (vit.model.width, vit.model.cpu_float32_width) == (None, None)
+    assert with_host_width(plain, cpu=True, cpu_float32=True) is plain
+    # Outside the ResNet-18 family the settings are left aside (a preset's values do not stop a ViT run).
+    vit = with_host_width(load_config(preset="cifar10-cpu", overrides=["model.backbone=vit_mini"]),
+                          cpu=True, cpu_float32=True)
+    assert (vit.model.width, vit.model.cpu_width, vit.model.cpu_float32_width) == (None, None, None)

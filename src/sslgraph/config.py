@@ -115,10 +115,12 @@ class ModelConfig:
     # ResNet-18 family only (resnet18, resnet_mini): channels of the first stage, doubled by each later one
     # (null: the architecture's own, 64 for resnet18, 16 for resnet_mini).
     width: Optional[int] = None
-    # The width instead where the training steps run in float32 on a CPU (optim.precision resolves to full
-    # precision: no native bf16), set once when pretraining starts and saved as model.width, so the run's
-    # later stages and a resume rebuild the same network on any host (null: model.width everywhere). Other
-    # backbones than the ResNet-18 family leave it aside, so a preset that sets it still takes any backbone.
+    # The width instead where training runs on a CPU (cpu_width) and where its steps there run in float32
+    # (cpu_float32_width; optim.precision resolves to full precision: no native bf16), which takes precedence.
+    # Settled once when pretraining starts and saved as model.width, so the run's later stages and a resume
+    # rebuild the same network on any host (null: model.width). Other backbones than the ResNet-18 family leave
+    # both aside, so a preset that sets them still takes any backbone.
+    cpu_width: Optional[int] = None
     cpu_float32_width: Optional[int] = None
     out_dim: int = 10_000
     head_hidden_dim: int = 2048
@@ -422,15 +424,17 @@ def load_config(
     return cfg
 
 
-def with_host_width(cfg: Config, *, cpu_float32: bool) -> Config:
-    """``cfg`` with ``model.cpu_float32_width`` settled: it becomes ``model.width`` where the training steps run in
-    float32 on a CPU (``cpu_float32``) and is dropped either way, so a saved config rebuilds the same network on
-    any host."""
+def with_host_width(cfg: Config, *, cpu: bool, cpu_float32: bool) -> Config:
+    """``cfg`` with ``model.cpu_width`` and ``model.cpu_float32_width`` settled: the first becomes ``model.width``
+    where training runs on a CPU (``cpu``), the second where its steps there run in float32 (``cpu_float32``);
+    both are dropped either way, so a saved config rebuilds the same network on any host."""
     m = cfg.model
-    if m.cpu_float32_width is None:
+    if m.cpu_width is None and m.cpu_float32_width is None:
         return cfg
-    width = m.cpu_float32_width if cpu_float32 and m.backbone in RESNET18_FAMILY else m.width
-    return dataclasses.replace(cfg, model=dataclasses.replace(m, width=width, cpu_float32_width=None))
+    width = m.width
+    if cpu and m.backbone in RESNET18_FAMILY:
+        width = next((w for w in (m.cpu_float32_width if cpu_float32 else None, m.cpu_width) if w is not None), width)
+    return dataclasses.replace(cfg, model=dataclasses.replace(m, width=width, cpu_width=None, cpu_float32_width=None))
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
@@ -559,7 +563,7 @@ def validate(cfg: Config) -> None:
         _check(a.local_crops == 0 or local_size % m.patch_size == 0, "aug.local_crop_size",
                f"local crop size {local_size} must be a multiple of the patch size {m.patch_size}")
     _check(m.out_dim >= 2, "model.out_dim", f"must be >= 2, got {m.out_dim}")
-    for name in ("width", "cpu_float32_width"):
+    for name in ("width", "cpu_width", "cpu_float32_width"):
         value = getattr(m, name)
         _check(value is None or value >= 1, f"model.{name}", f"must be >= 1 or null, got {value}")
     _check(m.width is None or m.backbone in RESNET18_FAMILY, "model.width",

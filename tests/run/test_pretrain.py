@@ -174,7 +174,7 @@ def test_a_float32_cpu_settles_the_width_once_and_a_resume_under_another_is_refu
     assert main([*args, "optim.precision=fp32"]) == 0
     run = RunDir(out)
     model = load_checkpoint(run.checkpoint)["config"]["model"]
-    assert (model["width"], model["cpu_float32_width"]) == (8, None)
+    assert (model["width"], model["cpu_width"], model["cpu_float32_width"]) == (8, None, None)
     assert run.saved_config()["model"]["width"] == 8
     state = safe_load(run.checkpoint)
     _, teacher, _ = pretrained_backbones(state, device=torch.device("cpu"))

@@ -123,10 +123,10 @@ NETWORK_SHAPE_KEYS = ("backbone", "width", "cifar_stem", "patch_size", "out_dim"
 
 def check_same_network(saved: dict[str, Any], current: dict[str, Any], *, path: Path) -> None:
     """Refuse to continue a checkpoint whose networks this configuration builds differently (e.g. a width settled
-    by model.cpu_float32_width on another kind of host)."""
+    by model.cpu_width / cpu_float32_width on another kind of host)."""
     for key in NETWORK_SHAPE_KEYS:
         if key in saved and saved[key] != current.get(key):
-            why = " (model.cpu_float32_width picks the width by the host's arithmetic)" if key == "width" else ""
+            why = " (model.cpu_width / cpu_float32_width pick the width by the host)" if key == "width" else ""
             raise CheckpointError(f"{path}: trained with model.{key}={saved[key]}, this configuration builds "
                                   f"model.{key}={current.get(key)}{why}; resume with model.{key}={saved[key]} or "
                                   f"start a new run with another --out")
@@ -194,7 +194,7 @@ def pretrain(cfg: Config, *, resume: Resume = False, deadline: float | None = No
                 sink: TrainingSink = RunDirSink(run) if dist.is_main() else MemorySink()
                 try:
                     trainer = _build_trainer(cfg, run, device=device, sink=sink, deadline=deadline)
-                    write_config(run, trainer.cfg)  # with the host's settings settled (model.cpu_float32_width)
+                    write_config(run, trainer.cfg)  # the host's widths settled
                     if resume and run.checkpoint.is_file():
                         restore(trainer, run)
                     trainer.fit()

@@ -81,8 +81,9 @@ class Trainer:
         self.device = device
         self.sink: TrainingSink = sink if sink is not None else MemorySink()
         self.amp_dtype = autocast_dtype(cfg.optim.precision, device)
-        # model.cpu_float32_width settled for this host; the checkpoint (and config.yaml) keep the result.
-        self.cfg = cfg = with_host_width(cfg, cpu_float32=device.type == "cpu" and self.amp_dtype is None)
+        # model.cpu_width / cpu_float32_width settled for this host; the checkpoint (and config.yaml) keep the result.
+        on_cpu = device.type == "cpu"
+        self.cfg = cfg = with_host_width(cfg, cpu=on_cpu, cpu_float32=on_cpu and self.amp_dtype is None)
         self._check_local_crop_size()
 
         seed_everything(cfg.seed)
