@@ -163,6 +163,22 @@ def test_export_with_rebuilt_edges(tmp_path):
     assert method.test_features["teacher"] is None  # a rebuild from clean features needs no held-out pass
 
 
+def test_student_bank_keeps_e_plus_one_entries_and_gives_the_edges_a_topk_bank_gives():
+    method, ctx = build(make_cfg())
+    reference, _ = build(make_cfg())
+    reference.student_bank = reference._new_bank(vote_window=0)  # the student bank as it was: topk lists
+    assert method.student_bank.topk == EDGES + 1 < reference.student_bank.topk == TOPK
+    for epoch in range(3):
+        run_epoch(method, ctx, epoch)
+        run_epoch(reference, ctx, epoch)
+    assert torch.equal(method.train_graphs["student"].slots, reference.train_graphs["student"].slots)
+    assert torch.equal(method.student_bank.nn_idx, reference.student_bank.nn_idx[:, :EDGES + 1])
+    # A checkpoint written with the longer lists resumes into the shorter bank.
+    restored, _ = build(make_cfg())
+    restored.load_state_dict(reference.state_dict())
+    assert_same_state(restored.student_bank.state_dict(), method.student_bank.state_dict())
+
+
 def test_graph_method_needs_topk_above_edges_per_node():
     with pytest.raises(ConfigError, match=r"method\.topk: must be >= method\.edges_per_node \+ 1 = 3"):
         build(make_cfg(topk=2))

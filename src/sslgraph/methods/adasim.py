@@ -57,10 +57,10 @@ class AdaSim(Method):
         self.teacher_bank = self._new_bank(vote_window=cfg.method.vote_window)
         self._epoch_stats: dict[str, float] = {}
 
-    def _new_bank(self, *, vote_window: int) -> MemoryBank:
+    def _new_bank(self, *, vote_window: int, topk: int | None = None) -> MemoryBank:
         me = self.cfg.method
-        return MemoryBank(self.num_train, self.embed_dim, topk=me.topk, vote_window=vote_window,
-                          backend=me.bank_backend, chunk_size=me.bank_chunk_size,
+        return MemoryBank(self.num_train, self.embed_dim, topk=me.topk if topk is None else topk,
+                          vote_window=vote_window, backend=me.bank_backend, chunk_size=me.bank_chunk_size,
                           search_precision=me.bank_search_precision, search_dim=self.search_dim,
                           device=self.device)
 

@@ -58,8 +58,10 @@ class GraphMethod(AdaSim):
         super().__init__(cfg, num_train=num_train, num_test=num_test, embed_dim=embed_dim,
                          train_labels=train_labels, test_labels=test_labels, device=device)
         me = cfg.method
-        # Bootstrapping reads the teacher's window only, so the student bank keeps none.
-        self.student_bank = self._new_bank(vote_window=0)
+        # Bootstrapping reads the teacher's window only, so the student bank keeps none, and its lists feed only
+        # the student graph's E edges: E + 1 entries (the node itself may be among them) give the same edges as
+        # ``topk`` would, for a cheaper search (fewer candidates to pick and re-score).
+        self.student_bank = self._new_bank(vote_window=0, topk=me.edges_per_node + 1)
         self.train_graphs = {stream: KNNGraph(num_train, edges_per_node=me.edges_per_node, visits=me.vote_window,
                                               device=device) for stream in STREAMS}
         self.test_graphs = {stream: KNNGraph(num_test, edges_per_node=me.edges_per_node, visits=me.vote_window,
