@@ -112,7 +112,8 @@ def imagenet1k_memory(dim: int = 768, topk: int = 3, visits: int = 10, edges: in
     """Analytic bytes of everything the ``graph`` method keeps for ImageNet-1K (both streams)."""
     num = 1_281_167
     teacher_bank = num * MemoryBank.bytes_per_sample(dim=dim, topk=topk, vote_window=visits)
-    student_bank = num * MemoryBank.bytes_per_sample(dim=dim, topk=topk, vote_window=0)
+    # The student bank's lists feed only the student graph: E + 1 entries (GraphMethod).
+    student_bank = num * MemoryBank.bytes_per_sample(dim=dim, topk=edges + 1, vote_window=0)
     train_graphs = 2 * num * KNNGraph.bytes_per_node(edges_per_node=edges, visits=visits)
     test_graphs = 2 * IMAGENET_TEST * KNNGraph.bytes_per_node(edges_per_node=edges, visits=visits)
     test_features = 2 * IMAGENET_TEST * dim * 4
