@@ -386,12 +386,6 @@ class MemoryBank(nn.Module):
             self.search_features.copy_(self._search_copy_of(self.features))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Lists saved longer than this bank keeps (a student bank saved before it kept E + 1 entries) are
-        # sorted best first, so their leading ``topk`` columns are this bank's lists.
-        for name in ("nn_idx", "nn_sim", "window_idx", "window_sim"):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and saved.dim() >= 2 and saved.shape[-1] > self.topk:
-                state_dict[prefix + name] = saved[..., :self.topk]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._refresh_search_copy()
 

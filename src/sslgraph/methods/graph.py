@@ -28,6 +28,8 @@ from sslgraph.methods.adasim import AdaSim, visit_bank
 from sslgraph.methods.hooks import Split, Stream, TrainContext
 
 STREAMS: tuple[Stream, Stream] = ("teacher", "student")
+# A bank's per-sample neighbour lists (last dimension: the list length).
+LIST_BUFFERS = ("nn_idx", "nn_sim", "window_idx", "window_sim")
 
 
 def edge_same_class(slots: Tensor, *, node_labels: Tensor, neighbour_labels: Tensor) -> float | None:
@@ -59,8 +61,8 @@ class GraphMethod(AdaSim):
                          train_labels=train_labels, test_labels=test_labels, device=device)
         me = cfg.method
         # Bootstrapping reads the teacher's window only, so the student bank keeps none, and its lists feed only
-        # the student graph's E edges: E + 1 entries (the node itself may be among them) give the same edges as
-        # ``topk`` would, for a cheaper search (fewer candidates to pick and re-score).
+        # the student graph's E edges: E + 1 entries (the node itself may be among them) give the edges ``topk``
+        # would (exactly where the search is exact), for a cheaper search (fewer candidates to pick and re-score).
         self.student_bank = self._new_bank(vote_window=0, topk=me.edges_per_node + 1)
         self.train_graphs = {stream: KNNGraph(num_train, edges_per_node=me.edges_per_node, visits=me.vote_window,
                                               device=device) for stream in STREAMS}
@@ -163,7 +165,11 @@ class GraphMethod(AdaSim):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.student_bank.load_state_dict(state["student_bank"])
+        # Checkpoints written before the student bank kept E + 1 entries hold ``topk``-long lists, sorted best
+        # first: their leading columns are this bank's lists (shorter ones stay shorter and are refused).
+        length = self.student_bank.topk
+        self.student_bank.load_state_dict({name: value[..., :length] if name in LIST_BUFFERS else value
+                                           for name, value in state["student_bank"].items()})
         for stream in STREAMS:
             self.train_graphs[stream].load_state_dict(state[f"{stream}_graph"])
             self.test_graphs[stream].load_state_dict(state[f"{stream}_test_graph"])
