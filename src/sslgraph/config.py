@@ -97,10 +97,12 @@ class AugConfig:
     local_crop_scale_min: float = 0.05
     local_crop_scale_max: float = 0.4
     local_blur_p: float = 0.5
-    # Fuse the views' colour jitter, grayscale and normalisation, and their parameter draw, with torch.compile
-    # (sslgraph.data.batch_aug): the same views; both views of 256 images at 32 px took 9-10 instead of 16-18 ms
-    # on 2 CPU cores. The first batch of each shape pays the compilation (about 17 s there, 4-9 s from the
-    # compiler's disk cache; a CPU needs a C++ compiler for it). Off by default: on a 14-minute clock the two cancel.
+    # Make the views through torch.compile (sslgraph.data.batch_aug): the same views within 4e-6; a run of views of one
+    # recipe with no blur or solarisation is one graph (draw, crop, colour, normalisation), otherwise the draw and the
+    # colour steps are compiled. Both views of 256 images at 32 px: 10.6-12.2 instead of 20-21.5 ms on 2 CPU cores. The
+    # first batch of each shape pays the compilation (about 21 s there, a few seconds from the compiler's disk cache);
+    # on a CPU it needs a C++ compiler, and without one the views are made eagerly (one log line says so). On in the
+    # CPU preset; off elsewhere until measured on a GPU.
     compile: bool = False
 
 

@@ -198,6 +198,17 @@ def test_multi_crop_local_views_reach_only_the_student(image_root: Path, objecti
     assert seen["student_feats"].shape == (b, trainer.embed_dim)  # banks and graphs: global crop 1 only
 
 
+def test_compiled_views_without_a_cpp_compiler_fall_back_to_eager_in_one_line(
+        image_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``aug.compile=true`` (the CPU preset's) on a machine without a C++ compiler: the same views, made eagerly,
+    and one line says so, instead of a run that cannot start."""
+    monkeypatch.setattr(trainer_module, "missing_cpp_compiler", lambda device: "no C++ compiler here")
+    trainer = Trainer(_cfg(image_root, extra=["aug.compile=true"]), device=CPU)
+    assert trainer.augment.fused is None and trainer.augment._views is None
+    lines = [line for line in capsys.readouterr().out.splitlines() if "aug.compile" in line]
+    assert len(lines) == 1 and "no C++ compiler here" in lines[0] and "without it" in lines[0]
+
+
 def test_resnet_local_crops_that_end_as_a_1x1_map_are_refused_under_cpu_bf16(image_root: Path) -> None:
     extra = ["model.backbone=resnet18", "model.cifar_stem=false", "aug.local_crops=2", "aug.local_crop_size=16"]
     with pytest.raises(ConfigError, match="aug.local_crop_size: 16 px"):

@@ -27,7 +27,6 @@ from torch import Tensor
 
 from sslgraph.config import AugConfig, local_crop_size
 from sslgraph.data.transforms import blur_kernel_size, blur_sigma
-from sslgraph.errors import ConfigError
 
 _M32 = 0xFFFFFFFF
 _HASH_MUL = 0x45D9F3B  # < 2**31: products of 32-bit values stay below 2**63, no signed overflow
@@ -300,15 +299,16 @@ def _cpp_compiler() -> str:
         return os.environ.get("CXX", "g++")
 
 
-def require_cpp_compiler(device: torch.device | str) -> None:
-    """``aug.compile`` on a CPU builds C++ at the first batch: refuse it up front, in one line, where no
-    compiler is found (on a GPU the kernels come from Triton and need none)."""
+def missing_cpp_compiler(device: torch.device | str) -> str | None:
+    """Why ``aug.compile`` cannot run on ``device`` (``None`` when it can): on a CPU ``torch.compile`` builds C++
+    at the first batch and needs a compiler; on a GPU its kernels come from Triton and need none."""
     if torch.device(device).type != "cpu":
-        return
+        return None
     compiler = _cpp_compiler()
     if shutil.which(compiler) is None:
-        raise ConfigError(f"aug.compile: torch.compile on the CPU needs a C++ compiler and {compiler!r} was not "
-                          f"found; install one (or point CXX at it), or set aug.compile=false")
+        return (f"torch.compile on the CPU needs a C++ compiler and {compiler!r} was not found (install one or "
+                f"point CXX at it)")
+    return None
 
 
 def _param_tensors(recipe: ViewRecipe, keys: Tensor, height: int, width: int) -> tuple[Tensor, ...]:
@@ -355,10 +355,12 @@ class BatchAugment:
     ``indices[b]`` at ``epoch`` depends only on ``(seed, epoch, indices[b], v)``. ``sources`` lets a view be
     taken from another image (a bootstrapped neighbour) while keeping the key of the anchor index.
 
-    ``compile=True`` runs the colour steps (with the normalisation where nothing follows them) and the parameter
-    draw through ``torch.compile`` (:func:`jitter_and_grey`): on a 2-core CPU they are most of a view's time,
-    and both views of 256 images at 32 px took 9-10 instead of 16-18 ms; the first batch of each shape pays the
-    compilation (about 17 s there, 4-9 s from the compiler's disk cache; on a CPU it needs a C++ compiler).
+    Consecutive views of one recipe are made as one batch. ``compile=True`` runs them through ``torch.compile``:
+    a recipe with no blur or solarisation as one graph (:func:`fused_views`: draw, crop, colour steps and
+    normalisation), otherwise the draw and the colour steps (:func:`jitter_and_grey`). On a 2-core CPU both views
+    of 256 images at 32 px took 10.6-12.2 instead of 20-21.5 ms; the first batch of each shape pays the
+    compilation (about 21 s there, a few seconds from the compiler's disk cache; on a CPU it needs a C++
+    compiler).
     """
 
     def __init__(self, recipes: Sequence[ViewRecipe], *, mean: Sequence[float], std: Sequence[float],
@@ -369,7 +371,9 @@ class BatchAugment:
             torch.compile(jitter_and_grey, dynamic=False) if compile else None)
         self._draw: Callable[..., tuple[Tensor, ...]] | None = (
             torch.compile(_param_tensors, dynamic=False) if compile else None)
+        self._views: Callable[..., Tensor] | None = torch.compile(fused_views, dynamic=False) if compile else None
         self.recipes = list(recipes)
+        self._groups = view_groups(self.recipes)
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
         self.seed = seed
@@ -377,10 +381,14 @@ class BatchAugment:
         self._scale, self._shift = 1.0 / self.std, -self.mean / self.std
 
     def params(self, view: int, indices: Tensor, *, epoch: int, height: int, width: int) -> ViewParams:
+        """View ``view``'s per-sample parameters for ``indices`` (for tests and pictures)."""
         keys = sample_keys(indices, seed=self.seed, epoch=epoch, view=view)
+        return self._params(self.recipes[view], keys, height=height, width=width)
+
+    def _params(self, recipe: ViewRecipe, keys: Tensor, *, height: int, width: int) -> ViewParams:
         if self._draw is not None:
-            return ViewParams(*self._draw(self.recipes[view], keys, height, width))
-        return draw_params(self.recipes[view], keys, height=height, width=width)
+            return ViewParams(*self._draw(recipe, keys, height, width))
+        return draw_params(recipe, keys, height=height, width=width)
 
     def normalize(self, x: Tensor) -> Tensor:
         return torch.addcmul(self._shift.to(x.device), x, self._scale.to(x.device))
@@ -390,23 +398,53 @@ class BatchAugment:
         """``images`` uint8 ``[B, 3, H, W]`` (or float in [0, 1]); returns one normalised float batch per view.
 
         ``sources[v]``, when given, is a uint8 batch aligned with ``images`` that view ``v`` is cut from instead.
+        Consecutive views of one recipe (DINO's two global views where neither is blurred or solarised, the
+        local crops) are made as one batch: the same values, half the operator calls or fewer.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
-        base = _to_unit_float(images)
         height, width = images.shape[-2:]
-        views = []
-        for v, recipe in enumerate(self.recipes):
-            src = base if sources is None or sources[v] is None else _to_unit_float(sources[v])
-            params = self.params(v, indices.to(images.device), epoch=epoch, height=height, width=width)
-            if self.fused is not None and recipe.blur_p == 0 and recipe.solarize_p == 0:
-                # Nothing after the colour steps but the normalisation: fused with them.
-                x = resized_crop(src, params.boxes, params.flip, recipe.size)
-                views.append(_colour(self.fused, x, params, recipe, grey=True, scale=self._scale.to(x.device),
-                                     shift=self._shift.to(x.device)))
+        indices = indices.to(images.device)
+        scale, shift = self._scale.to(images.device), self._shift.to(images.device)
+        views: list[Tensor] = []
+        base: Tensor | None = None  # the anchor images in [0, 1], converted once for the groups of one view
+        for recipe, members in self._groups:
+            srcs = [images if sources is None or sources[v] is None else sources[v] for v in members]
+            if len(srcs) > 1:
+                src = _to_unit_float(torch.cat(srcs))
+            elif srcs[0] is images:
+                src = base = _to_unit_float(images) if base is None else base
             else:
-                views.append(self.normalize(apply_view(src, params, recipe, fused=self.fused)))
+                src = _to_unit_float(srcs[0])
+            keys = torch.cat([sample_keys(indices, seed=self.seed, epoch=epoch, view=v) for v in members])
+            if self._views is not None and recipe.blur_p == 0 and recipe.solarize_p == 0:
+                # Nothing after the colour steps but the normalisation: the whole group in one compiled graph.
+                x = self._views(recipe, keys, src, scale, shift)
+            else:
+                params = self._params(recipe, keys, height=height, width=width)
+                x = self.normalize(apply_view(src, params, recipe, fused=self.fused))
+            views += x.chunk(len(members)) if len(members) > 1 else [x]
         return views
+
+
+def view_groups(recipes: Sequence[ViewRecipe]) -> list[tuple[ViewRecipe, list[int]]]:
+    """Runs of consecutive equal recipes, each with its view numbers: the batches :class:`BatchAugment` makes."""
+    groups: list[tuple[ViewRecipe, list[int]]] = []
+    for view, recipe in enumerate(recipes):
+        if groups and groups[-1][0] == recipe:
+            groups[-1][1].append(view)
+        else:
+            groups.append((recipe, [view]))
+    return groups
+
+
+def fused_views(recipe: ViewRecipe, keys: Tensor, images: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Normalised views of float ``images`` for a recipe with no blur or solarisation, one per key: parameter
+    draw, crop, colour steps and normalisation in one tensor-only function, which ``torch.compile``
+    (``aug.compile``) makes one graph of (the crop's two batched products stay library calls)."""
+    params = draw_params(recipe, keys, height=images.shape[-2], width=images.shape[-1])
+    x = resized_crop(images, params.boxes, params.flip, recipe.size)
+    return _colour(jitter_and_grey, x, params, recipe, grey=True, scale=scale, shift=shift)
 
 
 def _to_unit_float(images: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from torch_geometric.data import Data
 from sslgraph.config import Config, local_crop_size, to_dict, with_host_width
 from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
-from sslgraph.data.batch_aug import BatchAugment, require_cpp_compiler, view_recipes
+from sslgraph.data.batch_aug import BatchAugment, missing_cpp_compiler, view_recipes
 from sslgraph.data.batches import PretrainBatches
 from sslgraph.errors import ConfigError, NonFiniteLossError, Preempted
 from sslgraph.eval.features import extract_features, feature_record, feature_settings, network_fingerprint
@@ -118,10 +118,16 @@ class Trainer:
             self.train_base, sampler=self.sampler, batch_size=self.local_batch, device=device,
             num_workers=cfg.data.num_workers, storage_size=round(cfg.data.image_size / IMAGENET_CROP_RATIO),
             cache_on_device=device.type == "cuda")
-        if cfg.aug.compile:
-            require_cpp_compiler(device)
+        compile_views = cfg.aug.compile
+        if compile_views and (missing := missing_cpp_compiler(device)):
+            # The same views either way, so a machine without a compiler runs the preset eagerly instead of failing.
+            self._log(f"aug.compile: {missing}; the views are made without it (the same views, slower)")
+            compile_views = False
+        elif compile_views:
+            self._log("aug.compile: the first batch compiles the views (about 20 s on 2 CPU cores, a few seconds "
+                      "from the compiler's disk cache)")
         self.augment = BatchAugment(view_recipes(cfg.aug, image_size=cfg.data.image_size), mean=cfg.data.mean,
-                                    std=cfg.data.std, seed=cfg.seed, compile=cfg.aug.compile)
+                                    std=cfg.data.std, seed=cfg.seed, compile=compile_views)
         self.iters_per_epoch = len(self.batches)
         self.eval_sets = {split: EvalDataset(base, eval_transform(cfg.data))
                           for split, base in (("train", self.train_base), ("test", self.test_base))}
