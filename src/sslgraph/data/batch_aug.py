@@ -398,8 +398,8 @@ class BatchAugment:
         """``images`` uint8 ``[B, 3, H, W]`` (or float in [0, 1]); returns one normalised float batch per view.
 
         ``sources[v]``, when given, is a uint8 batch aligned with ``images`` that view ``v`` is cut from instead.
-        Consecutive views of one recipe (DINO's two global views where neither is blurred or solarised, the
-        local crops) are made as one batch: the same values, half the operator calls or fewer.
+        Consecutive views of one recipe (two global views without DINO's per-view blur and solarisation, as in
+        the CPU preset; the local crops) are made as one batch: the same values, a fraction of the operator calls.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {list(images.shape)}")
@@ -423,7 +423,7 @@ class BatchAugment:
             else:
                 params = self._params(recipe, keys, height=height, width=width)
                 x = self.normalize(apply_view(src, params, recipe, fused=self.fused))
-            views += x.chunk(len(members)) if len(members) > 1 else [x]
+            views += x.chunk(len(members))
         return views
 
 
