@@ -220,8 +220,6 @@ def test_compiled_colour_steps_give_the_eager_views() -> None:
 
 
 def test_a_missing_cpp_compiler_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sslgraph.data import batch_aug
-
     assert batch_aug.missing_cpp_compiler("cpu") is None  # this machine has one
     monkeypatch.setattr(batch_aug.shutil, "which", lambda name: None)
     reason = batch_aug.missing_cpp_compiler("cpu")

@@ -252,6 +252,9 @@ class MemoryBank(nn.Module):
     position travels as extra state.
     """
 
+    # The per-sample neighbour lists, each ``topk`` long in its last dimension.
+    LIST_BUFFERS = ("nn_idx", "nn_sim", "window_idx", "window_sim")
+
     def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: BankBackend = "exact",
                  chunk_size: int = 65_536, search_precision: SearchPrecision = "fp32", search_dim: int | None = None,
                  device: torch.device | str | None = None) -> None:

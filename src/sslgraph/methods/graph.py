@@ -28,8 +28,6 @@ from sslgraph.methods.adasim import AdaSim, visit_bank
 from sslgraph.methods.hooks import Split, Stream, TrainContext
 
 STREAMS: tuple[Stream, Stream] = ("teacher", "student")
-# A bank's per-sample neighbour lists (last dimension: the list length).
-LIST_BUFFERS = ("nn_idx", "nn_sim", "window_idx", "window_sim")
 
 
 def edge_same_class(slots: Tensor, *, node_labels: Tensor, neighbour_labels: Tensor) -> float | None:
@@ -168,7 +166,7 @@ class GraphMethod(AdaSim):
         # Checkpoints written before the student bank kept E + 1 entries hold ``topk``-long lists, sorted best
         # first: their leading columns are this bank's lists (shorter ones stay shorter and are refused).
         length = self.student_bank.topk
-        self.student_bank.load_state_dict({name: value[..., :length] if name in LIST_BUFFERS else value
+        self.student_bank.load_state_dict({name: value[..., :length] if name in MemoryBank.LIST_BUFFERS else value
                                            for name, value in state["student_bank"].items()})
         for stream in STREAMS:
             self.train_graphs[stream].load_state_dict(state[f"{stream}_graph"])
