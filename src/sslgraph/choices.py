@@ -26,6 +26,9 @@ BootstrapCandidates = Literal["topk", "window"]
 # Precision of the bank search's matrix product: "auto" picks bf16 where the hardware multiplies it natively
 # (CUDA, CPUs with AVX512-BF16 or AMX), candidates are then re-scored exactly in float32.
 SearchPrecision = Literal["auto", "fp32", "bf16"]
+# Where the student bank's lists come from: "own" (a search of the whole student bank, as the teacher's) or
+# "teacher" (the student's top-k among the teacher search's candidates, ranked exactly in the student bank).
+StudentSearch = Literal["own", "teacher"]
 ExportFeatures = Literal["bank", "clean"]
 EdgeWeight = Literal["multiplicity", "similarity"]
 # Exported edges: "rebuilt" as a single-visit kNN graph from the exported features (purer: 35 % vs 25 % same-class

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sslgraph.choices import (RESNET18_FAMILY, Activation, BackboneName, BankBackend, Batching, BootstrapCandidates,
                               BudgetScope, CacheMode, Dataset, EdgeVariant, EdgeWeight, EncoderKind, ExportEdges,
                               ExportFeatures, JKMode, MethodName, NormKind, ObjectiveName, OptimizerName, Precision,
-                              PropagationNorm, RefineMode, RefineOutput, SearchPrecision)
+                              PropagationNorm, RefineMode, RefineOutput, SearchPrecision, StudentSearch)
 from sslgraph.errors import ConfigError
 
 DATA_ENV_VAR = "SSLGRAPH_DATA"
@@ -208,6 +208,11 @@ class MethodConfig:
     # ResNet-18's 512 dimensions 99.9-100 % of a trained network's lists equal the exact ones (README, "Benchmarks").
     # The rebuilt export edges (export_edges=rebuilt) are searched the same way.
     bank_search_dim: Optional[int] = None
+    # The graph method's student lists: "own" searches the whole student bank as the teacher's is searched;
+    # "teacher" ranks the teacher search's candidates (4 * topk of them with bank_search_dim, 2 * topk in bf16,
+    # else the teacher's top-k) exactly in the student bank, one bank product per step instead of two. The
+    # teacher follows the student, so its candidates hold the student's neighbours (README, "Benchmarks").
+    student_search: StudentSearch = "own"
     # Fill the banks with one embedding pass before training so epoch 0 does not rank against zeros.
     init_bank_pass: bool = True
     # Also build the held-out graph every N epochs for monitoring (0: only where the export needs it: in the

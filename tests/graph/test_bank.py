@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslgraph.graph.bank import (MemoryBank, last_occurrence, resolve_search_precision, topk_cosine,
+from sslgraph.graph.bank import (MemoryBank, last_occurrence, resolve_search_precision, topk_among, topk_cosine,
                                  topk_cosine_rescored, topk_through_blocks)
 
 
@@ -366,3 +366,38 @@ def test_projected_bank_memory_accounting(precision):
     projection = 8 * 2 * 4
     assert bank.nbytes == 10 * MemoryBank.bytes_per_sample(dim=8, topk=3, vote_window=4, search_copy=True,
                                                            search_dim=2, search_precision=precision) + projection
+
+
+def test_topk_among_ranks_each_querys_rows_exactly_with_ties_to_the_lower_index():
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 0.0], [0.8, 0.6]])
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    rows = torch.tensor([[3, 1, 4, 0], [0, 4, 2, 3]])  # any order; row 3 ties row 0 for the first query
+    values, indices = topk_among(queries, keys, rows, 3)
+    assert indices.tolist() == [[0, 3, 4], [2, 4, 0]]
+    torch.testing.assert_close(values, torch.tensor([[1.0, 1.0, 0.8], [0.8, 0.6, 0.0]]))
+    with pytest.raises(ValueError, match="C >= k=5"):
+        topk_among(queries, keys, rows, 5)
+
+
+@pytest.mark.parametrize(("kwargs", "num_candidates"), [({"search_precision": "fp32"}, 4),  # the top-k itself
+                                                        ({"search_precision": "bf16"}, 8),  # 2 x topk
+                                                        ({"search_precision": "bf16", "search_dim": 6}, 16)])
+def test_bank_search_returns_candidates_that_rank_to_its_own_lists(kwargs, num_candidates):
+    gen = torch.Generator().manual_seed(5)
+    feats = F.normalize(torch.randn(5000, 8, generator=gen), dim=1)
+    bank = MemoryBank(5000, 8, topk=4, vote_window=0, **kwargs)
+    bank.fill(feats)
+    queries = F.normalize(feats[:16] + 0.1 * torch.randn(16, 8, generator=gen), dim=1)
+    sim, idx, candidates = bank.search_with_candidates(queries)
+    assert candidates.shape == (16, num_candidates)
+    assert torch.equal(bank.search(queries)[1], idx)
+    rank_sim, rank_idx = bank.rank(queries, candidates)
+    assert torch.equal(rank_idx, idx)
+    torch.testing.assert_close(rank_sim, sim)
+    # A bank of other features ranks the same rows in its own features, exactly.
+    other = MemoryBank(5000, 8, topk=2, vote_window=0)
+    other.fill(feats.flip(1))
+    expected = (queries @ feats.flip(1).T).gather(1, candidates).topk(2, dim=1)
+    other_sim, other_idx = other.rank(queries, candidates)
+    assert torch.equal(other_idx, candidates.gather(1, expected.indices))
+    torch.testing.assert_close(other_sim, expected.values)

@@ -205,3 +205,26 @@ def test_projected_bank_search_round_trips_and_a_width_at_the_features_searches_
         whole, _ = build(make_cfg(bank_search_dim=at_or_above))
         assert whole.search_dim is None
         assert all(whole.banks[stream].search_dim is None for stream in STREAMS)
+
+
+def test_student_search_teacher_ranks_the_teacher_candidates_in_the_student_bank():
+    method, ctx = build(make_cfg(student_search="teacher", bank_search_precision="fp32"))
+    method.on_train_start(ctx)
+    before = {stream: method.banks[stream].features.clone() for stream in STREAMS}
+    idx = torch.tensor([0, 5, 9])
+    teacher = ctx.features[("teacher", "train")][idx]
+    student = torch.randn(3, DIM, generator=torch.Generator().manual_seed(3))
+    method.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    # An exact float32 teacher bank hands over its top-k rows; the student keeps its best E + 1 among them.
+    teacher_rows = (F.normalize(teacher, dim=1) @ before["teacher"].T).topk(TOPK, dim=1).indices
+    student_sims = (F.normalize(student, dim=1) @ before["student"].T).gather(1, teacher_rows)
+    student_list = teacher_rows.gather(1, student_sims.topk(EDGES + 1, dim=1).indices)
+    assert torch.equal(method.student_bank.nn_idx[idx], student_list)
+    non_self = [[n for n in row if n != node][:EDGES] for row, node in zip(student_list.tolist(), idx.tolist())]
+    assert method.train_graphs["student"].slots[idx, 0].tolist() == non_self
+    # The teacher's own lists are those of a full search, as without the option.
+    reference, _ = build(make_cfg(bank_search_precision="fp32"))
+    reference.on_train_start(ctx)
+    reference.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    assert torch.equal(method.teacher_bank.nn_idx, reference.teacher_bank.nn_idx)
+    assert torch.equal(method.train_graphs["teacher"].slots, reference.train_graphs["teacher"].slots)

@@ -66,11 +66,17 @@ def test_graph_pretraining_writes_logs_checkpoint_and_graphs(image_root: Path, t
     assert cfg.optim.epochs == 2 and not teacher.training and teacher.embed_dim == student.embed_dim
 
 
-@pytest.mark.parametrize("objective", ["dino", "simclr"])
-def test_ddp_two_processes_match_one_process(image_root: Path, tmp_path: Path, objective: str) -> None:
+@pytest.mark.parametrize(("objective", "extra"), [
+    ("dino", []),
+    ("simclr", []),
+    # the CPU preset's student search (the teacher's candidates, ranked per process before the gather), with the
+    # edges accumulated in training exported, so the lists themselves are compared
+    ("simclr", ["method.student_search=teacher", "method.export_edges=fifo"])])
+def test_ddp_two_processes_match_one_process(image_root: Path, tmp_path: Path, objective: str,
+                                             extra: list[str]) -> None:
     """Same global batch: weights, objective state, banks and graphs after the first steps agree with a single
     process (for simclr the negatives are all-gathered with their gradients)."""
-    args = ["pretrain", "--data-root", str(image_root), *tiny_overrides(epochs=1, train=64, batch=16),
+    args = ["pretrain", "--data-root", str(image_root), *tiny_overrides(epochs=1, train=64, batch=16), *extra,
             "monitor.knn_at_init=false", "monitor.knn_every=0", "method.init_bank_pass=false",
             # SGD: Adam's first step moves every weight by +-lr whatever its gradient's size, so a last-bit
             # difference in a near-zero gradient (summation order differs between 1 and 2 processes) would flip it.

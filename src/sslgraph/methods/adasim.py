@@ -11,7 +11,7 @@ processes agree without communicating.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +29,28 @@ def partner_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def visit_bank(bank: MemoryBank, *, indices: Tensor, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+class BankVisit(NamedTuple):
+    """What :func:`visit_bank` leaves: the gathered batch's lists, and this process's search candidates."""
+
+    indices: Tensor  # [G]: every process's batch indices
+    nn_sim: Tensor  # [G, k]
+    nn_idx: Tensor  # [G, k]
+    candidates: Tensor  # [B, C]: the rows this process's queries were ranked among
+
+
+def visit_bank(bank: MemoryBank, *, indices: Tensor, feats: Tensor, among: Tensor | None = None) -> BankVisit:
     """Search this process's batch against ``bank`` (before the update), then update every process's copy
-    with the gathered batch. Returns the gathered ``(indices [G], nn_sim [G, k], nn_idx [G, k])``."""
+    with the gathered batch. ``among`` (``[B, C]`` rows per query, e.g. another bank's candidates): rank
+    only those instead of searching the whole bank."""
     feats = F.normalize(feats.to(bank.device, torch.float32), dim=1)
-    sim, idx = bank.search(feats)
+    if among is None:
+        sim, idx, candidates = bank.search_with_candidates(feats)
+    else:
+        (sim, idx), candidates = bank.rank(feats, among), among
     gathered = [dist.all_gather_cat(t.to(bank.device)) for t in (indices.long(), feats, sim, idx)]
     all_indices, all_feats, all_sim, all_idx = gathered
     bank.update(all_indices, all_feats, all_sim, all_idx)
-    return all_indices, all_sim, all_idx
+    return BankVisit(all_indices, all_sim, all_idx, candidates)
 
 
 class AdaSim(Method):

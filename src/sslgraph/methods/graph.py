@@ -79,10 +79,13 @@ class GraphMethod(AdaSim):
 
     def after_step(self, *, indices: Tensor, teacher_feats: Tensor, student_feats: Tensor) -> None:
         edges = self.cfg.method.edges_per_node
+        among = None
         for stream, feats in (("teacher", teacher_feats), ("student", student_feats)):
-            nodes, nn_sim, nn_idx = visit_bank(self.banks[stream], indices=indices, feats=feats)
-            neighbours, sims = nearest_non_self(nn_idx, nn_sim, nodes, edges)
-            self.train_graphs[stream].add(nodes, neighbours, sims)
+            visit = visit_bank(self.banks[stream], indices=indices, feats=feats, among=among)
+            neighbours, sims = nearest_non_self(visit.nn_idx, visit.nn_sim, visit.indices, edges)
+            self.train_graphs[stream].add(visit.indices, neighbours, sims)
+            if self.cfg.method.student_search == "teacher":
+                among = visit.candidates  # the student ranks the teacher's candidates in its own bank
 
     def visit_test(self, ctx: TrainContext, stream: Stream) -> None:
         """Embed the held-out images clean and give each its ``E`` nearest training nodes in ``stream``'s bank."""
