@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_throughput.py
 	$(BIN)/python benchmarks/graph_update.py
 	$(BIN)/python benchmarks/refine.py
+	$(BIN)/python benchmarks/search_exactness.py
 
 # Time to accuracy against lightly's SimCLR (about 35 minutes on 2 cores). lightly is no dependency of sslgraph:
 # it is installed here, and omegaconf is put back to sslgraph's pin afterwards (lightly's hydra-core asks for

@@ -63,6 +63,13 @@ def compare(teacher_bank: MemoryBank, student_bank: MemoryBank, *, teacher_feats
             "student_from_teacher": agreement(student_bank.rank(sq, candidates)[1], student_exact)}
 
 
+def run_overrides(extra: list[str], *, minutes: float, device: str) -> list[str]:
+    """The pretraining this benchmark runs: the graph method on a budget of ``minutes`` of steps, no kNN monitor."""
+    return [*extra, "method.name=graph", f"device={device}", f"optim.budget_minutes={minutes}",
+            "optim.budget_scope=steps", "pipeline.time_limit_minutes=null", "monitor.knn_every=0",
+            "out_dir=/tmp/sslgraph-bench"]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cifar10-cpu")
@@ -75,10 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.every < 1 or args.minutes <= 0:
         parser.error("--every must be >= 1 and --minutes > 0")
 
-    cfg = load_config(preset=args.preset, overrides=[
-        *args.overrides, "method.name=graph", f"device={args.device}", f"optim.budget_minutes={args.minutes}",
-        "optim.budget_scope=steps", "pipeline.time_limit_minutes=null", "monitor.knn_every=0",
-        "out_dir=/tmp/sslgraph-bench"])
+    cfg = load_config(preset=args.preset, overrides=run_overrides(args.overrides, minutes=args.minutes,
+                                                                  device=args.device))
     trainer = Trainer(cfg, device=torch.device(args.device))
     method = trainer.method
     original = method.after_step

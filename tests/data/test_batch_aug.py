@@ -203,16 +203,18 @@ def test_local_crops_follow_the_two_global_views_at_their_own_size_and_scale() -
 def test_compiled_colour_steps_give_the_eager_views() -> None:
     """``compile=True`` (``aug.compile``): the compiled views equal the eager ones, for two views made in one
     compiled graph (no blur: draw, crop, colour and normalisation) and one blurred and solarised after its
-    compiled colour steps."""
+    compiled colour steps; written channels-last, as the trainer asks for ResNets."""
     plain = ViewRecipe(size=16, blur_p=0.0, jitter_p=0.8, grayscale_p=0.5)  # two views made as one batch
     recipes = [plain, plain,
                ViewRecipe(size=16, blur_p=1.0, blur_sigma=(0.2, 1.0), solarize_p=0.5, grayscale_p=0.5)]
     eager = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=3)
-    fused = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=3, compile=True)
+    fused = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=3, compile=True, channels_last=True)
     images, indices = _images(32, size=20), torch.arange(40, 72)
     for epoch in (0, 1):
         for a, b in zip(eager(images, indices, epoch=epoch), fused(images, indices, epoch=epoch)):
             assert torch.allclose(a, b, atol=1e-5)
+            assert b.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous(
+                memory_format=torch.channels_last)
     # The draw is the same random stream, so the crops, flips and jitter factors are equal exactly.
     p, q = eager.params(1, indices, epoch=1, height=20, width=20), fused.params(1, indices, epoch=1, height=20,
                                                                                 width=20)
@@ -243,3 +245,23 @@ def test_views_of_one_recipe_made_together_equal_views_made_one_by_one() -> None
         source = batch_aug._to_unit_float(partners if v == 1 else images)
         expected = together.normalize(batch_aug.apply_view(source, params, recipe))
         assert torch.equal(views[v], expected), v
+
+
+def test_the_views_of_one_group_join_without_a_copy_in_either_layout() -> None:
+    """The step joins the two global views of one group for a single forward (:func:`join_views`): no copy where
+    they are consecutive chunks of one tensor, a concatenation otherwise; the values as ``torch.cat``'s."""
+    recipes = [ViewRecipe(size=16), ViewRecipe(size=16), ViewRecipe(size=8)]
+    images, indices = _images(6, size=20), torch.arange(6)
+    plain = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=1)
+    last = BatchAugment(recipes, mean=[0.5] * 3, std=[0.25] * 3, seed=1, channels_last=True)
+    for views, layout in ((plain(images, indices, epoch=0), torch.contiguous_format),
+                          (last(images, indices, epoch=0), torch.channels_last)):
+        joined = batch_aug.join_views(views[:2])
+        assert joined.data_ptr() == views[0].data_ptr() and joined.is_contiguous(memory_format=layout)
+        assert torch.equal(joined, torch.cat(views[:2]))
+    views = plain(images, indices, epoch=0)
+    assert all(torch.equal(a, b) for a, b in zip(views, last(images, indices, epoch=0)))
+    apart = [views[1], views[0]]  # the same chunks out of order: copied
+    joined = batch_aug.join_views(apart)
+    assert joined.data_ptr() != views[1].data_ptr() and torch.equal(joined, torch.cat(apart))
+    assert torch.equal(batch_aug.join_views([views[0], views[0].clone()]), torch.cat([views[0], views[0]]))

@@ -25,7 +25,7 @@ from torch_geometric.data import Data
 from sslgraph.config import Config, local_crop_size, to_dict, with_host_width
 from sslgraph.data import EvalDataset, ImageDataset, build_dataset, eval_transform
 from sslgraph.data.transforms import IMAGENET_CROP_RATIO
-from sslgraph.data.batch_aug import BatchAugment, missing_cpp_compiler, view_recipes
+from sslgraph.data.batch_aug import BatchAugment, join_views, missing_cpp_compiler, view_recipes
 from sslgraph.data.batches import PretrainBatches
 from sslgraph.errors import ConfigError, NonFiniteLossError, Preempted
 from sslgraph.eval.features import extract_features, feature_record, feature_settings, network_fingerprint
@@ -127,7 +127,8 @@ class Trainer:
             self._log("aug.compile: the first batch compiles the views (about 20 s on 2 CPU cores, a few seconds "
                       "from the compiler's disk cache)")
         self.augment = BatchAugment(view_recipes(cfg.aug, image_size=cfg.data.image_size), mean=cfg.data.mean,
-                                    std=cfg.data.std, seed=cfg.seed, compile=compile_views)
+                                    std=cfg.data.std, seed=cfg.seed, compile=compile_views,
+                                    channels_last=self.channels_last)
         self.iters_per_epoch = len(self.batches)
         self.eval_sets = {split: EvalDataset(base, eval_transform(cfg.data))
                           for split, base in (("train", self.train_base), ("test", self.test_base))}
@@ -551,7 +552,7 @@ class Trainer:
             group["weight_decay"] = float(self.wd_schedule[it]) if group["apply_wd"] else 0.0
 
         batch = indices.shape[0]
-        inputs, local_inputs = torch.cat(views[:2]), torch.cat(views[2:]) if len(views) > 2 else None
+        inputs, local_inputs = join_views(views[:2]), join_views(views[2:]) if len(views) > 2 else None
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
             if local_inputs is not None:
