@@ -52,14 +52,22 @@ def test_on_train_start_fills_both_banks():
     assert method.student_bank.vote_window == 0
 
 
-def test_after_step_adds_nearest_non_self_edges_per_stream():
-    method, ctx = build(make_cfg())
+def first_step(method: GraphMethod, ctx: FakeContext) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+    """Fill the banks, then one step of three samples: (the banks before it, indices, teacher and student
+    features)."""
     method.on_train_start(ctx)
     before = {stream: method.banks[stream].features.clone() for stream in STREAMS}
     idx = torch.tensor([0, 5, 9])
     teacher = ctx.features[("teacher", "train")][idx]
     student = torch.randn(3, DIM, generator=torch.Generator().manual_seed(3))
     method.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    return before, idx, teacher, student
+
+
+def test_after_step_adds_nearest_non_self_edges_per_stream():
+    method, ctx = build(make_cfg())
+    before, idx, teacher, student = first_step(method, ctx)
     for stream, feats in (("teacher", teacher), ("student", student)):
         sims = F.normalize(feats, dim=1) @ before[stream].T
         sims[torch.arange(3), idx] = -2.0  # the node itself is never its own edge
@@ -209,12 +217,7 @@ def test_projected_bank_search_round_trips_and_a_width_at_the_features_searches_
 
 def test_student_search_teacher_ranks_the_teacher_candidates_in_the_student_bank():
     method, ctx = build(make_cfg(student_search="teacher", bank_search_precision="fp32"))
-    method.on_train_start(ctx)
-    before = {stream: method.banks[stream].features.clone() for stream in STREAMS}
-    idx = torch.tensor([0, 5, 9])
-    teacher = ctx.features[("teacher", "train")][idx]
-    student = torch.randn(3, DIM, generator=torch.Generator().manual_seed(3))
-    method.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    before, idx, teacher, student = first_step(method, ctx)
     # An exact float32 teacher bank hands over its top-k rows; the student keeps its best E + 1 among them.
     teacher_rows = (F.normalize(teacher, dim=1) @ before["teacher"].T).topk(TOPK, dim=1).indices
     student_sims = (F.normalize(student, dim=1) @ before["student"].T).gather(1, teacher_rows)
@@ -224,7 +227,6 @@ def test_student_search_teacher_ranks_the_teacher_candidates_in_the_student_bank
     assert method.train_graphs["student"].slots[idx, 0].tolist() == non_self
     # The teacher's own lists are those of a full search, as without the option.
     reference, _ = build(make_cfg(bank_search_precision="fp32"))
-    reference.on_train_start(ctx)
-    reference.after_step(indices=idx, teacher_feats=teacher, student_feats=student)
+    first_step(reference, ctx)
     assert torch.equal(method.teacher_bank.nn_idx, reference.teacher_bank.nn_idx)
     assert torch.equal(method.train_graphs["teacher"].slots, reference.train_graphs["teacher"].slots)
