@@ -11,8 +11,8 @@
   Split in two: the bank and graph work itself (the method's ``after_step``, timed inside the loop) and the
   rest, mostly the teacher's crop-1 forward, which the ``dino`` objective runs anyway and ``simclr`` does not.
   The banks are filled first (random unit rows: the search costs the same), as after the first epoch; a bank
-  searched in its principal directions (``method.bank_search_dim``) refits them about once per epoch, and
-  that refit's time per epoch, spread over the epoch's steps, is added to the bank and graph work.
+  searched in its principal directions (``method.bank_search_dim``) refits them ``method.bank_refits_per_pass``
+  times per epoch, and those refits' time, spread over the epoch's steps, is added to the bank and graph work.
 - MFU: FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
   convolutions, forward and backward) times steps per second, over the device's dense bf16 peak from
   :data:`PEAK_TFLOPS` (``--peak-tflops`` overrides). A CPU has no such table entry: there the ceiling is a
@@ -175,16 +175,23 @@ def time_hook(trainer: Trainer) -> dict[str, float]:
 
 def fill_banks(trainer: Trainer) -> float:
     """Fill the method's banks with random unit rows (a full bank, as in every epoch after the first) and
-    return the seconds per step of their projection refits, each bank refitting once per pass of
-    ``num_samples`` rows (0 for banks searched at full width)."""
+    return the seconds per step of their projection refits: each bank searched at every step refits
+    ``method.bank_refits_per_pass`` times per pass of ``num_samples`` rows; one that is only ranked among the
+    teacher's candidates (``method.student_search=teacher``) refits only when searched, at epoch ends, and
+    counts nothing here; banks searched at full width never refit. The refits are added as this average, so
+    none may fall due inside the few timed steps and be counted twice."""
     per_step = 0.0
     generator = torch.Generator().manual_seed(0)
-    for bank in (value for value in vars(trainer.method).values() if isinstance(value, MemoryBank)):
+    method = trainer.method
+    only_ranked = getattr(method, "student_bank", None) if trainer.cfg.method.student_search == "teacher" else None
+    for bank in (value for value in vars(method).values() if isinstance(value, MemoryBank)):
         rows = torch.randn(bank.num_samples, bank.dim, generator=generator)
         bank.fill(torch.nn.functional.normalize(rows, dim=1).to(bank.device))
         if bank.search_projection is not None:
-            refit = timed(bank.fit_search_projection, steps=2, device=bank.device, warmup=1)
-            per_step += refit * trainer.cfg.optim.batch_size / bank.num_samples
+            if bank is not only_ranked:
+                refit = timed(bank.fit_search_projection, steps=2, device=bank.device, warmup=1)
+                per_step += refit * trainer.cfg.optim.batch_size / bank.refit_every
+            bank.refit_every = 2**62  # averaged above instead
     return per_step
 
 

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"preset": args.preset, "overrides": args.overrides, "minutes": args.minutes, "every": args.every,
               "steps": step, "device": args.device, "device_name": platform.processor() or platform.machine(),
               "torch": torch.__version__, "student_search": me.student_search, "bank_search_dim": me.bank_search_dim,
+              "bank_refits_per_pass": me.bank_refits_per_pass,
               "teacher_topk": method.teacher_bank.topk, "student_topk": method.student_bank.topk, "epochs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")

@@ -48,6 +48,7 @@ def test_precedence_preset_file_overrides_options(tmp_path: Path) -> None:
     (["data.cache=sometimes"], "data.cache"),
     (["method.bank_search_dim=0"], "method.bank_search_dim"),
     (["method.bank_search_dim=64", "method.bank_backend=faiss"], "method.bank_search_dim"),
+    (["method.bank_refits_per_pass=0"], "method.bank_refits_per_pass"),
     (["optim.momentum_teacher=0.9", "optim.momentum_teacher_end=0.5"], "optim.momentum_teacher_end"),
     (["optim.momentum_teacher_end=1.5"], "optim.momentum_teacher_end"),
     (["pipeline.time_limit_minutes=0"], "pipeline.time_limit_minutes"),

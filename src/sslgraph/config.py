@@ -208,6 +208,10 @@ class MethodConfig:
     # ResNet-18's 512 dimensions 99.9-100 % of a trained network's lists equal the exact ones (README, "Benchmarks").
     # The rebuilt export edges (export_edges=rebuilt) are searched the same way.
     bank_search_dim: Optional[int] = None
+    # How often a bank searched in its principal directions refits them, per pass of N rows written (and whenever
+    # its filled rows have doubled). Each refit is a d x d product over the bank and runs at the bank's next
+    # search, so a bank that is only ranked (student_search=teacher) refits only where it is searched at all.
+    bank_refits_per_pass: int = 1
     # The graph method's student lists: "own" searches the whole student bank as the teacher's is searched;
     # "teacher" ranks the teacher search's candidates (4 * topk of them with bank_search_dim, 2 * topk in bf16,
     # else the teacher's top-k) exactly in the student bank, one bank product per step instead of two. The
@@ -608,6 +612,8 @@ def validate(cfg: Config) -> None:
            f"must be >= 1 or null, got {me.bank_search_dim}")
     _check(me.bank_search_dim is None or me.bank_backend == "exact", "method.bank_search_dim",
            f"needs method.bank_backend=exact, got {me.bank_backend}")
+    _check(me.bank_refits_per_pass >= 1, "method.bank_refits_per_pass",
+           f"must be >= 1, got {me.bank_refits_per_pass}")
     _check(me.test_graph_every >= 0, "method.test_graph_every", f"must be >= 0, got {me.test_graph_every}")
 
     _check(mo.knn_every >= 0, "monitor.knn_every", f"must be >= 0, got {mo.knn_every}")

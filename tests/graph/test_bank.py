@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslgraph.graph.bank import (MemoryBank, last_occurrence, resolve_search_precision, topk_among, topk_cosine,
-                                 topk_cosine_rescored, topk_through_blocks)
+from torch import Tensor
+
+from sslgraph.graph.bank import (MemoryBank, last_occurrence, principal_directions, resolve_search_precision,
+                                 topk_among, topk_cosine, topk_cosine_rescored, topk_through_blocks)
 
 
 def brute_topk(queries, keys, k):
@@ -314,27 +316,64 @@ def test_projected_bank_fits_the_features_subspace_and_searches_like_the_full_ba
     torch.testing.assert_close(sim, full_sim)
 
 
+def visit_rows(bank: MemoryBank, feats: Tensor, rows: list[int]) -> list[int]:
+    """Search then update ``rows`` one at a time, as training visits them; returns the visits (1-based) after
+    which a refit fell due. A due refit runs at the next search, which never finds one still due."""
+    due = []
+    for visit, row in enumerate(rows, start=1):
+        sim, idx = bank.search(feats[row:row + 1])
+        assert not bank.refit_due
+        bank.update(torch.tensor([row]), feats[row:row + 1], sim, idx)
+        if bank.refit_due:
+            due.append(visit)
+    return due
+
+
 def test_projected_bank_refits_when_the_filled_rows_double_and_after_a_pass_over_the_bank():
     feats = low_rank_rows(64, 8, 8, seed=7)
     bank = MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3)
-    lists = torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.long)
-    fits = []
-    for step in range(100):
-        row = step % 64 if step < 64 else (step * 7) % 64
-        bank.update(torch.tensor([row]), feats[row:row + 1], *lists)
-        if bank.writes_since_fit == 0:
-            fits.append(step + 1)
+    rows = [step % 64 if step < 64 else (step * 7) % 64 for step in range(140)]
     # filled rows 1, 2, 4, ..., 64 (doubling), then after every 64 writes
-    assert fits[:7] == [1, 2, 4, 8, 16, 32, 64]
-    assert bank.filled_at_fit == 64 and bank.writes_since_fit == 100 - 64
+    assert visit_rows(bank, feats, rows) == [1, 2, 4, 8, 16, 32, 64, 128]
+    # the last refit ran at the search of visit 129, before its row was written: 12 rows written since
+    assert bank.filled_at_fit == 64 and bank.writes_since_fit == 140 - 128 and bank.refit_due is False
+    bank.search(feats[:1])
     # the search copy always follows the current projection
     torch.testing.assert_close(bank.search_features, bank.features @ bank.search_projection, atol=1e-6, rtol=0)
+
+
+def test_projected_bank_refits_per_pass_once_filled():
+    feats = low_rank_rows(64, 8, 8, seed=7)
+    bank = MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3, refits_per_pass=4)
+    rows = [step % 64 if step < 64 else (step * 7) % 64 for step in range(120)]
+    # the doubling rule while filling (16 writes since the fit at 16 fill 32 rows), then every 64 / 4 writes
+    assert visit_rows(bank, feats, rows) == [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112]
+    with pytest.raises(ValueError, match="refits_per_pass must be >= 1"):
+        MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3, refits_per_pass=0)
+
+
+def test_projected_bank_only_ranked_refits_at_its_next_search():
+    """A bank that is only ranked among another bank's candidates (the graph method's student bank with
+    ``student_search=teacher``) pays for no refit until it is searched; the search then uses a fresh fit."""
+    feats = low_rank_rows(64, 8, 8, seed=9)
+    bank = MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3)
+    bank.fill(feats)
+    fitted = bank.search_projection.clone()
+    rows = torch.arange(64)
+    new = F.normalize(feats.flip(1) + 0.3 * feats, dim=1)  # the features move
+    sim, idx = bank.rank(new, torch.stack([rows.roll(1), rows.roll(2)], dim=1))
+    bank.update(rows, new, sim, idx)
+    assert bank.refit_due and torch.equal(bank.search_projection, fitted)
+    sim, idx = bank.search(new[:5])
+    assert not bank.refit_due
+    torch.testing.assert_close(bank.search_projection @ bank.search_projection.T,
+                               principal_directions(new, 3) @ principal_directions(new, 3).T, atol=1e-5, rtol=0)
 
 
 def test_projected_bank_state_round_trip_resumes_the_same_search():
     feats = low_rank_rows(40, 8, 8, seed=8)
     bank = MemoryBank(40, 8, topk=3, vote_window=2, search_dim=3)
-    for start in range(0, 30, 6):
+    for start in range(0, 24, 6):
         sim, idx = bank.search(feats[start:start + 6])
         bank.update(torch.arange(start, start + 6), feats[start:start + 6], sim, idx)
     buffer = io.BytesIO()
@@ -345,9 +384,10 @@ def test_projected_bank_state_round_trip_resumes_the_same_search():
     assert torch.equal(restored.search_projection, bank.search_projection)
     assert torch.equal(restored.search_features, bank.search_features)
     assert (restored.filled_at_fit, restored.writes_since_fit) == (bank.filled_at_fit, bank.writes_since_fit)
+    assert restored.refit_due and bank.refit_due  # 12 rows written since the fit at 12 filled: due, not yet run
     for b in (bank, restored):  # the next visits (and the refit they trigger) agree
-        sim, idx = b.search(feats[30:40])
-        b.update(torch.arange(30, 40), feats[30:40], sim, idx)
+        sim, idx = b.search(feats[24:40])
+        b.update(torch.arange(24, 40), feats[24:40], sim, idx)
     assert torch.equal(restored.nn_idx, bank.nn_idx) and torch.equal(restored.search_projection, bank.search_projection)
 
 

@@ -6,7 +6,8 @@ it may run in bfloat16 where the hardware multiplies it natively (2-3x faster): 
 yields ``2 k`` candidates per query, which are re-scored exactly in float32 (:func:`topk_cosine_rescored`;
 on a trained ResNet-18's features 99.9 % of the lists equal the exact ones). With ``search_dim`` the copy holds
 only the bank's ``search_dim`` leading principal directions (of its uncentred second moment, refitted as the bank
-fills and about once per pass over it), and ``4 k`` candidates are re-scored: the product shrinks with the width
+fills and ``refits_per_pass`` times per pass over it, at the search after one falls due), and ``4 k`` candidates
+are re-scored: the product shrinks with the width
 (at 128 of 512 dimensions, 99.9-100 % of a trained ResNet-18's lists equal the exact ones, 96 % after its first
 epoch). At each epoch end the current neighbour lists are copied into a ring of the last ``V`` epochs, which
 the AdaSim vote (:mod:`sslgraph.graph.bootstrap`) reads.
@@ -276,8 +277,9 @@ class MemoryBank(nn.Module):
     searched). ``search_precision="bf16"`` keeps a bfloat16 copy of the features for the search (a non-persistent
     buffer, rebuilt after loading) and re-scores its candidates in float32. ``search_dim`` narrows that copy to
     the features' leading principal directions (``search_projection``, saved, so a resumed run searches as
-    the uninterrupted one): refitted by :meth:`update` whenever the filled rows have doubled since the last fit
-    and after every ``num_samples`` rows written. Every process holds an identical copy:
+    the uninterrupted one): a refit falls due whenever the filled rows have doubled since the last fit and after
+    every ``num_samples / refits_per_pass`` rows written, and runs at the next search, so a bank that is only
+    ranked (:meth:`rank`) pays for no refit until it is searched. Every process holds an identical copy:
     callers gather the batch across processes before :meth:`update`. The tensors are registered buffers, so
     ``state_dict``/``load_state_dict`` (shape-checked) and ``.to(device)`` come from ``nn.Module``; the ring
     position travels as extra state.
@@ -288,7 +290,7 @@ class MemoryBank(nn.Module):
 
     def __init__(self, num_samples: int, dim: int, *, topk: int, vote_window: int, backend: BankBackend = "exact",
                  chunk_size: int = 65_536, search_precision: SearchPrecision = "fp32", search_dim: int | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 refits_per_pass: int = 1, device: torch.device | str | None = None) -> None:
         super().__init__()
         check_option(BankBackend, backend, name="MemoryBank: backend")
         if not 1 <= topk <= num_samples:
@@ -297,6 +299,8 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank: vote_window must be >= 0, got {vote_window}")
         if search_dim is not None and not 1 <= search_dim < dim:
             raise ValueError(f"MemoryBank: search_dim={search_dim} must be in [1, dim={dim}) (None: full width)")
+        if refits_per_pass < 1:
+            raise ValueError(f"MemoryBank: refits_per_pass must be >= 1, got {refits_per_pass}")
         if search_dim is not None and backend != "exact":
             raise ValueError(f"MemoryBank: search_dim needs the exact backend, got {backend!r}")
         self.num_samples, self.dim, self.topk, self.vote_window = num_samples, dim, topk, vote_window
@@ -316,6 +320,9 @@ class MemoryBank(nn.Module):
         self.register_buffer("search_projection", projection)
         self.filled_at_fit = 0
         self.writes_since_fit = 0
+        # Rows written between two refits of a filled bank; a refit due runs at the next search.
+        self.refit_every = -(-num_samples // refits_per_pass)
+        self.refit_due = False
         self.register_buffer("filled", torch.zeros(num_samples, dtype=torch.bool, device=device))
         self.register_buffer("nn_idx", torch.full((num_samples, topk), -1, dtype=torch.long, device=device))
         self.register_buffer("nn_sim", torch.zeros(num_samples, topk, device=device))
@@ -357,6 +364,8 @@ class MemoryBank(nn.Module):
             sim, idx = _faiss_search(queries, self.features, self.topk)
             return sim, idx, idx
         if self.search_projection is not None:
+            if self.refit_due:
+                self.fit_search_projection()
             return topk_cosine_rescored_with_candidates(
                 queries, self.features, self.search_features, self.topk,
                 candidates=PROJECTED_RESCORE_FACTOR * self.topk, search_queries=queries @ self.search_projection,
@@ -396,10 +405,10 @@ class MemoryBank(nn.Module):
             self.writes_since_fit += int(rows.shape[0])
             # Each written row fills at most one new row, so the filled rows can only have doubled once at least
             # ``filled_at_fit`` rows were written: the mask is counted only then, not at every step.
-            if self.writes_since_fit >= self.num_samples or (
+            if not self.refit_due and (self.writes_since_fit >= self.refit_every or (
                     self.writes_since_fit >= max(self.filled_at_fit, 1)
-                    and int(self.filled.sum()) >= 2 * self.filled_at_fit):
-                self.fit_search_projection()
+                    and int(self.filled.sum()) >= 2 * self.filled_at_fit)):
+                self.refit_due = True
 
     def fit_search_projection(self) -> None:
         """Point the search at the ``search_dim`` leading eigenvectors of the features' second moment
@@ -412,7 +421,7 @@ class MemoryBank(nn.Module):
         # the product runs over every row, the unfilled ones being zero.
         rows = self.features if 2 * filled > self.num_samples else self.features[self.filled]
         self.search_projection.copy_(principal_directions(rows, self.search_dim))
-        self.filled_at_fit, self.writes_since_fit = filled, 0
+        self.filled_at_fit, self.writes_since_fit, self.refit_due = filled, 0, False
         self._refresh_search_copy()
 
     def _search_copy_of(self, features: Tensor) -> Tensor:
@@ -457,13 +466,16 @@ class MemoryBank(nn.Module):
 
     def get_extra_state(self) -> dict[str, int]:
         return {"window_len": self.window_len, "window_pos": self.window_pos,
-                "filled_at_fit": self.filled_at_fit, "writes_since_fit": self.writes_since_fit}
+                "filled_at_fit": self.filled_at_fit, "writes_since_fit": self.writes_since_fit,
+                "refit_due": int(self.refit_due)}
 
     def set_extra_state(self, state: dict[str, int]) -> None:
         self.window_len, self.window_pos = int(state["window_len"]), int(state["window_pos"])
         # Checkpoints written before the projected search have no fit counters: refit at the next update.
         self.filled_at_fit = int(state.get("filled_at_fit", 0))
         self.writes_since_fit = int(state.get("writes_since_fit", 0))
+        # Checkpoints written before refits waited for the next search had refitted at once.
+        self.refit_due = bool(state.get("refit_due", 0))
 
 
 def _faiss_search(queries: Tensor, features: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -75,7 +75,7 @@ class AdaSim(Method):
         return MemoryBank(self.num_train, self.embed_dim, topk=me.topk if topk is None else topk,
                           vote_window=vote_window, backend=me.bank_backend, chunk_size=me.bank_chunk_size,
                           search_precision=me.bank_search_precision, search_dim=self.search_dim,
-                          device=self.device)
+                          refits_per_pass=me.bank_refits_per_pass, device=self.device)
 
     def on_train_start(self, ctx: TrainContext) -> None:
         if self.cfg.method.init_bank_pass:
