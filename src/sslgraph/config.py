@@ -209,8 +209,8 @@ class MethodConfig:
     # The rebuilt export edges (export_edges=rebuilt) are searched the same way.
     bank_search_dim: Optional[int] = None
     # How often a bank searched in its principal directions refits them, per pass of N rows written (and whenever
-    # its filled rows have doubled). Each refit is a d x d product over the bank and runs at the bank's next
-    # search, so a bank that is only ranked (student_search=teacher) refits only where it is searched at all.
+    # its filled rows have doubled). Each refit, a d x d second moment over at most 16,384 of the bank's rows, runs
+    # at the bank's next search, so a bank that is only ranked (student_search=teacher) refits only where searched.
     bank_refits_per_pass: int = 1
     # The graph method's student lists: "own" searches the whole student bank as the teacher's is searched;
     # "teacher" ranks the teacher search's candidates (4 * topk of them with bank_search_dim, 2 * topk in bf16,

@@ -352,6 +352,19 @@ def test_projected_bank_refits_per_pass_once_filled():
         MemoryBank(64, 8, topk=2, vote_window=0, search_dim=3, refits_per_pass=0)
 
 
+def test_projected_bank_fits_on_evenly_strided_rows_beyond_fit_rows(monkeypatch):
+    """A large bank's refit reads every stride-th row only: the same directions as a fit on those rows, and
+    still the data's subspace where the rows are low-rank."""
+    monkeypatch.setattr("sslgraph.graph.bank.FIT_ROWS", 64)
+    feats = low_rank_rows(300, 16, 3, seed=10)
+    bank = MemoryBank(300, 16, topk=5, vote_window=0, search_dim=3)
+    bank.fill(feats)  # 300 rows: stride 5, 60 rows read
+    expected = principal_directions(feats[::5], 3)
+    torch.testing.assert_close(bank.search_projection @ bank.search_projection.T, expected @ expected.T,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(feats @ bank.search_projection @ bank.search_projection.T, feats, atol=1e-5, rtol=0)
+
+
 def test_projected_bank_only_ranked_refits_at_its_next_search():
     """A bank that is only ranked among another bank's candidates (the graph method's student bank with
     ``student_search=teacher``) pays for no refit until it is searched; the search then uses a fresh fit."""

@@ -36,6 +36,9 @@ RESCORE_FACTOR = 2
 PROJECTED_RESCORE_FACTOR = 4
 # Queries whose candidate rows are gathered and scored together in the exact re-scoring (:func:`topk_among`).
 _RANK_QUERIES = 64
+# Rows whose second moment a projection refit reads at most (evenly strided): a few thousand rows estimate the
+# leading directions of a d x d moment well, and the refit's product then no longer grows with the bank.
+FIT_ROWS = 16_384
 
 
 def resolve_search_precision(precision: SearchPrecision, device: torch.device) -> SearchPrecision:
@@ -412,15 +415,17 @@ class MemoryBank(nn.Module):
 
     def fit_search_projection(self) -> None:
         """Point the search at the ``search_dim`` leading eigenvectors of the features' second moment
-        ``F^T F`` (unfilled rows are zero and add nothing), the directions that keep most of the dot products,
-        and rebuild the search copy."""
+        ``F^T F`` (unfilled rows are zero and add nothing; over at most :data:`FIT_ROWS` evenly strided rows),
+        the directions that keep most of the dot products, and rebuild the search copy."""
         if self.search_projection is None:
             raise RuntimeError("MemoryBank.fit_search_projection: this bank was built without search_dim")
         filled = int(self.filled.sum())
         # While at most half the bank is filled the filled rows are copied out (fewer to multiply); beyond that
         # the product runs over every row, the unfilled ones being zero.
         rows = self.features if 2 * filled > self.num_samples else self.features[self.filled]
-        self.search_projection.copy_(principal_directions(rows, self.search_dim))
+        # Every stride-th row (no random draw: every process and a resumed run fit the same directions).
+        stride = -(-rows.shape[0] // FIT_ROWS)
+        self.search_projection.copy_(principal_directions(rows[::stride], self.search_dim))
         self.filled_at_fit, self.writes_since_fit, self.refit_due = filled, 0, False
         self._refresh_search_copy()
 
